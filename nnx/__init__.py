@@ -1,0 +1,70 @@
+"""nnx: neural networks written once against the Python array API.
+
+    import nnx
+    nnx.use("cuda")                      # or NNX_BACKEND=cupy, or model.to("cuda")
+    model = nnx.Sequential(nnx.Linear(2, 8), nnx.Tanh(), nnx.Linear(8, 1))
+"""
+
+from nnx import init, losses, optim
+from nnx.backend import (
+    Backend,
+    BackendError,
+    asarray,
+    backends,
+    current,
+    get_backend,
+    manual_seed,
+    register_backend,
+    to_numpy,
+    use,
+    using,
+)
+from nnx.gradcheck import gradcheck
+from nnx.layers import (
+    GELU,
+    Identity,
+    Layer,
+    LeakyReLU,
+    Linear,
+    Parameter,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
+from nnx.losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GELU",
+    "Backend",
+    "BackendError",
+    "BCEWithLogitsLoss",
+    "CrossEntropyLoss",
+    "Identity",
+    "Layer",
+    "LeakyReLU",
+    "Linear",
+    "MSELoss",
+    "Parameter",
+    "ReLU",
+    "Sequential",
+    "Sigmoid",
+    "Softmax",
+    "Tanh",
+    "asarray",
+    "backends",
+    "current",
+    "get_backend",
+    "gradcheck",
+    "init",
+    "losses",
+    "manual_seed",
+    "optim",
+    "register_backend",
+    "to_numpy",
+    "use",
+    "using",
+]

@@ -1,0 +1,343 @@
+"""Parameter, Layer and Sequential: the contracts every layer follows.
+
+``y = layer(x)`` runs forward and, in training mode, keeps what backward needs.
+``dx = layer.backward(dy)`` returns d loss / d x and *accumulates* into each
+``Parameter.grad``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from nnx.backend import Backend, current, describe, get_backend, spec_of, to_numpy
+
+FLOAT_DTYPES = ("float16", "float32", "float64")
+
+
+def dtype_name(xp: Any, dtype: Any) -> str:
+    """The standard name ("float32", ...) of a dtype of namespace ``xp``."""
+    for name in (*FLOAT_DTYPES, "int64", "int32", "uint8", "bool"):
+        if hasattr(xp, name) and dtype == getattr(xp, name):
+            return name
+    return str(dtype)
+
+
+class Parameter:
+    """A trainable array: ``value``, its accumulated ``grad``, a name and optimizer ``state``."""
+
+    __slots__ = ("value", "grad", "name", "state")
+
+    def __init__(self, value: Any, name: str = "") -> None:
+        self.value = value
+        self.grad: Any = None
+        self.name = name
+        self.state: dict[str, Any] = {}  # optimizer state lives (and moves) with the parameter
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the value."""
+        return tuple(self.value.shape)
+
+    def accumulate(self, grad: Any) -> None:
+        """Add ``grad`` into ``self.grad`` (the first call takes ``grad`` itself, no copy)."""
+        if self.grad is None:
+            self.grad = grad
+        else:
+            self.grad += grad  # in place where writeable, a rebind where immutable
+
+    def to(self, backend: Backend, dtype: str | None = None) -> None:
+        """Move value, grad and optimizer state to ``backend`` (optionally casting floats)."""
+
+        def move(x: Any) -> Any:
+            if x is None or not hasattr(x, "shape"):
+                return x
+            src = to_numpy(x)
+            name = dtype if dtype and src.dtype.kind == "f" else src.dtype.name
+            return backend.asarray(src, name)
+
+        self.value = move(self.value)
+        self.grad = move(self.grad)
+        self.state = {k: move(v) for k, v in self.state.items()}
+
+    def __repr__(self) -> str:
+        return f"Parameter({self.name or '?'}, shape={self.shape})"
+
+
+class Layer:
+    """Base class: explicit forward/backward, train/eval, parameters, devices, state."""
+
+    def __init__(self) -> None:
+        self.backend = current()
+        self.xp = self.backend.xp  # cached: no namespace lookup per call
+        self.training = True
+        self.requires_input_grad = True
+        self._buffers: list[str] = []
+
+    # -- running ------------------------------------------------------------------
+    def __call__(self, x: Any) -> Any:
+        if not self.backend.owns(x):
+            raise self._foreign(x)
+        return self.forward(x)
+
+    def forward(self, x: Any) -> Any:
+        """Compute the output; in training mode keep what backward needs."""
+        raise NotImplementedError
+
+    def backward(self, dy: Any) -> Any:
+        """Return d loss / d input and accumulate parameter gradients."""
+        raise NotImplementedError
+
+    def _foreign(self, x: Any) -> Exception:
+        if not hasattr(x, "shape"):
+            return TypeError(
+                f"{self.label()} expects an array on {self.backend.spec}, got "
+                f"{type(x).__name__}; convert it with nnx.asarray(x)"
+            )
+        return TypeError(
+            f"{self.label()} has its parameters on {self.backend.spec} but the input is a "
+            f"{describe(x)}. Move the model with model.to({spec_of(x)!r}) or the data with "
+            f"nnx.asarray(x, device={self.backend.spec!r})"
+        )
+
+    def _no_forward(self) -> RuntimeError:
+        if not self.training:
+            why = "the layer is in eval mode, which keeps nothing for backward; call .train()"
+        else:
+            why = "call the layer on an input first"
+        return RuntimeError(f"{self.label()}.backward() called without a forward pass: {why}")
+
+    def label(self) -> str:
+        """Short name used in error messages."""
+        return self.extra_repr() and f"{type(self).__name__}({self.extra_repr()})" or (
+            f"{type(self).__name__}()"
+        )
+
+    # -- structure ----------------------------------------------------------------
+    def children(self) -> Iterator[tuple[str, Layer]]:
+        """(name, layer) for each direct sub-layer."""
+        for name, value in vars(self).items():
+            if isinstance(value, Layer):
+                yield name, value
+
+    def own_parameters(self) -> Iterator[tuple[str, Parameter]]:
+        """(name, parameter) for the parameters this layer holds directly."""
+        for name, value in vars(self).items():
+            if isinstance(value, Parameter):
+                yield name, value
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        """Every parameter of this layer and its sub-layers, with dotted names."""
+        for name, p in self.own_parameters():
+            yield prefix + name, p
+        for name, child in self.children():
+            yield from child.named_parameters(f"{prefix}{name}.")
+
+    def parameters(self) -> list[Parameter]:
+        """Every trainable parameter, in a stable order."""
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Layer, str]]:
+        """(dotted name, owner, attribute) for non-trainable state such as running means."""
+        for name in self._buffers:
+            yield prefix + name, self, name
+        for name, child in self.children():
+            yield from child.named_buffers(f"{prefix}{name}.")
+
+    def layers(self) -> Iterator[Layer]:
+        """This layer and every sub-layer, depth first."""
+        yield self
+        for _, child in self.children():
+            yield from child.layers()
+
+    def zero_grad(self) -> None:
+        """Forget accumulated gradients (set to None, as PyTorch does by default)."""
+        for p in self.parameters():
+            p.grad = None
+
+    def train(self, mode: bool = True) -> Layer:
+        """Training mode (keep activations for backward; dropout and batch stats on)."""
+        for layer in self.layers():
+            layer.training = mode
+        return self
+
+    def eval(self) -> Layer:
+        """Evaluation mode: keep nothing for backward, dropout off, running stats used."""
+        return self.train(False)
+
+    def to(self, device: str | Backend | None = None, dtype: str | None = None) -> Layer:
+        """Move parameters, gradients, optimizer state and buffers to a device (and dtype)."""
+        backend = get_backend(device) if device is not None else self.backend
+        for p in self.parameters():
+            p.to(backend, dtype)
+        for _, owner, attr in self.named_buffers():
+            host = to_numpy(getattr(owner, attr))
+            cast = dtype if dtype and host.dtype.kind == "f" else host.dtype.name
+            setattr(owner, attr, backend.asarray(host, cast))
+        for layer in self.layers():
+            layer.backend = backend
+            layer.xp = backend.xp
+            layer.clear()
+        return self
+
+    def clear(self) -> None:
+        """Drop what the last forward kept for backward."""
+
+    @property
+    def dtype(self) -> str:
+        """Name of the parameters' floating dtype ("float32" unless moved)."""
+        for p in self.parameters():
+            return dtype_name(self.xp, p.value.dtype)
+        return "float32"
+
+    # -- state --------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Parameter values and buffers by dotted name (arrays on the model's device)."""
+        state = {name: p.value for name, p in self.named_parameters()}
+        for name, owner, attr in self.named_buffers():
+            state[name] = getattr(owner, attr)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Copy arrays (from any backend or the host) into this model, checking names and shapes."""
+        params = dict(self.named_parameters())
+        buffers = {name: (owner, attr) for name, owner, attr in self.named_buffers()}
+        expected = set(params) | set(buffers)
+        missing, unexpected = expected - set(state), set(state) - expected
+        if missing or unexpected:
+            raise KeyError(
+                f"state does not match {type(self).__name__}: missing {sorted(missing)}, "
+                f"unexpected {sorted(unexpected)}"
+            )
+        updates = []
+        for name, value in state.items():
+            host = to_numpy(value)
+            if name in params:
+                target, owner, attr = params[name].value, params[name], "value"
+            else:
+                owner, attr = buffers[name]
+                target = getattr(owner, attr)
+            if tuple(host.shape) != tuple(target.shape):
+                raise ValueError(
+                    f"cannot load {name!r}: the checkpoint has shape {tuple(host.shape)}, "
+                    f"the model has {tuple(target.shape)} (a different architecture?)"
+                )
+            updates.append((owner, attr, host, dtype_name(self.xp, target.dtype)))
+        for owner, attr, host, dtype in updates:  # all checked first: no half-loaded model
+            setattr(owner, attr, self.backend.asarray(host, dtype))
+
+    # -- description ----------------------------------------------------------------
+    def extra_repr(self) -> str:
+        """Arguments shown inside the repr's parentheses."""
+        return ""
+
+    def __repr__(self) -> str:
+        kids = list(self.children())
+        if not kids:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"{type(self).__name__}("]
+        for name, child in kids:
+            body = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {body}")
+        return "\n".join(lines) + "\n)"
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of the output for an input of ``input_shape`` (found by a forward pass)."""
+        xp, dtype = self.xp, getattr(self.xp, self.dtype)
+        x = xp.zeros(tuple(input_shape), dtype=dtype, device=self.backend.device)
+        was = self.training
+        self.eval()
+        try:
+            return tuple(self.forward(x).shape)
+        finally:
+            self.train(was)
+
+    def summary(self, input_shape: tuple[int, ...]) -> str:
+        """A table of sub-layers, output shapes and parameter counts for ``input_shape``."""
+        rows = [("Layer", "Output shape", "Params")]
+        shape = tuple(input_shape)
+        kids = [child for _, child in self.children()] or [self]
+        for child in kids:
+            shape = child.output_shape(shape)
+            count = sum(_size(p.shape) for p in child.parameters())
+            rows.append((child.label(), str(shape), f"{count:,}"))
+        total = sum(_size(p.shape) for p in self.parameters())
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        rule = "-" * (sum(widths) + 4)
+        out = [rule]
+        for i, r in enumerate(rows):
+            out.append(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}")
+            if i == 0:
+                out.append(rule)
+        out += [rule, f"Total params: {total:,} ({self.dtype}, {self.backend.spec})"]
+        return "\n".join(out)
+
+
+def _size(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+class Sequential(Layer):
+    """Layers applied one after another; backward runs them in reverse."""
+
+    def __init__(self, *layers: Layer) -> None:
+        super().__init__()
+        if len(layers) == 1 and isinstance(layers[0], list | tuple):
+            layers = tuple(layers[0])
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential item {i} is a {type(layer).__name__}, not a Layer")
+        self.layers_ = list(layers)
+        self._backward_from = 0
+        self._backward_layers = self.layers_[::-1]
+
+    def children(self) -> Iterator[tuple[str, Layer]]:
+        for i, layer in enumerate(self.layers_):
+            yield str(i), layer
+
+    def __getitem__(self, index: int) -> Layer:
+        return self.layers_[index]
+
+    def __len__(self) -> int:
+        return len(self.layers_)
+
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(self.layers_)
+
+    def forward(self, x: Any) -> Any:
+        for layer in self.layers_:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dy: Any) -> Any:
+        for layer in self._backward_layers:
+            dy = layer.backward(dy)
+        return dy if self.requires_input_grad else None
+
+    @property
+    def requires_input_grad(self) -> bool:
+        """When False, backward skips the work that only the input gradient needs."""
+        return self._requires_input_grad
+
+    @requires_input_grad.setter
+    def requires_input_grad(self, value: bool) -> None:
+        self._requires_input_grad = value
+        layers = getattr(self, "layers_", [])
+        for layer in layers:
+            layer.requires_input_grad = True
+        start = 0
+        if not value:
+            # layers before the first one with parameters need no backward at all
+            start = next((i for i, l in enumerate(layers) if l.parameters()), len(layers))
+            if start < len(layers):
+                layers[start].requires_input_grad = False
+        self._backward_layers = layers[start:][::-1]
+
+    def add(self, layer: Layer) -> Sequential:
+        """Append a layer (Keras style)."""
+        self.layers_.append(layer)
+        self.requires_input_grad = self._requires_input_grad
+        return self

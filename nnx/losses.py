@@ -1,0 +1,136 @@
+"""Losses: ``loss = loss_fn(pred, target)`` is a 0-d array; ``loss_fn.backward()`` is d loss / d pred."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat
+
+REDUCTIONS = ("mean", "sum")
+
+
+class Loss:
+    """Base class: checks the reduction and keeps what backward needs."""
+
+    def __init__(self, reduction: str = "mean") -> None:
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        self.reduction = reduction
+        self._grad: Any = None
+        self._xp: Any = None
+        self._xp_type: type | None = None
+
+    def namespace(self, pred: Any) -> Any:
+        """The array namespace of ``pred`` (looked up once per array type)."""
+        if type(pred) is not self._xp_type:
+            self._xp = array_api_compat.array_namespace(pred)
+            self._xp_type = type(pred)
+        return self._xp
+
+    def __call__(self, pred: Any, target: Any) -> Any:
+        return self.forward(pred, target)
+
+    def forward(self, pred: Any, target: Any) -> Any:
+        """The loss value as a 0-d array."""
+        raise NotImplementedError
+
+    def backward(self) -> Any:
+        """d loss / d pred for the last forward."""
+        if self._grad is None:
+            raise RuntimeError(f"{type(self).__name__}.backward() called before computing the loss")
+        grad, self._grad = self._grad, None
+        return grad
+
+    def _reduce(self, xp: Any, per_sample: Any, n: int) -> Any:
+        total = xp.sum(per_sample)
+        return total / n if self.reduction == "mean" else total
+
+    def _check_same_shape(self, pred: Any, target: Any) -> None:
+        if tuple(pred.shape) != tuple(target.shape):
+            raise ValueError(
+                f"{type(self).__name__}: prediction shape {tuple(pred.shape)} and target shape "
+                f"{tuple(target.shape)} differ; reshape the target (e.g. y[:, None])"
+            )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(reduction={self.reduction!r})"
+
+
+class MSELoss(Loss):
+    """Mean squared error over every element."""
+
+    def forward(self, pred: Any, target: Any) -> Any:
+        xp = self.namespace(pred)
+        self._check_same_shape(pred, target)
+        diff = pred - target
+        n = diff.size if self.reduction == "mean" else 1
+        self._grad = diff * (2.0 / n)
+        return xp.sum(diff * diff) / n
+
+
+class BCEWithLogitsLoss(Loss):
+    """Binary cross-entropy on logits: max(z, 0) - z y + log(1 + exp(-|z|)), stable at any z."""
+
+    def forward(self, pred: Any, target: Any) -> Any:
+        xp = self.namespace(pred)
+        self._check_same_shape(pred, target)
+        n = pred.size if self.reduction == "mean" else 1
+        per = xp.maximum(pred, 0.0) - pred * target + xp.log1p(xp.exp(-xp.abs(pred)))
+        sigmoid = 0.5 * xp.tanh(0.5 * pred) + 0.5
+        self._grad = (sigmoid - target) * (1.0 / n)
+        return xp.sum(per) / n
+
+
+class CrossEntropyLoss(Loss):
+    """Softmax cross-entropy from logits (N, C) and integer class labels (N,).
+
+    ``label_smoothing`` mixes the one-hot target with the uniform distribution,
+    as in PyTorch.  The gradient is fused: (softmax - target) / N.
+    """
+
+    def __init__(self, reduction: str = "mean", label_smoothing: float = 0.0) -> None:
+        super().__init__(reduction)
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = label_smoothing
+        self._classes: Any = None
+
+    def forward(self, pred: Any, target: Any) -> Any:
+        xp = self.namespace(pred)
+        if pred.ndim != 2 or target.ndim != 1 or target.shape[0] != pred.shape[0]:
+            raise ValueError(
+                f"CrossEntropyLoss expects logits (N, C) and integer labels (N,), got "
+                f"{tuple(pred.shape)} and {tuple(target.shape)}"
+            )
+        if xp.isdtype(target.dtype, "real floating"):
+            raise TypeError(
+                "CrossEntropyLoss takes integer class labels, got floating targets; "
+                "convert with nnx.asarray(labels, dtype='int64')"
+            )
+        n, c = pred.shape
+        shifted = pred - xp.max(pred, axis=1, keepdims=True)
+        exp = xp.exp(shifted)
+        total = xp.sum(exp, axis=1, keepdims=True)
+        log_probs = shifted - xp.log(total)
+        onehot = self._onehot(xp, target, c, pred)
+        eps = self.label_smoothing
+        if eps:
+            onehot = onehot * (1.0 - eps) + eps / c
+        scale = 1.0 / n if self.reduction == "mean" else 1.0
+        self._grad = (exp / total - onehot) * scale
+        return -xp.sum(onehot * log_probs) * scale
+
+    def _onehot(self, xp: Any, target: Any, c: int, like: Any) -> Any:
+        classes = self._classes
+        if classes is None or classes.shape[1] != c or classes.device != target.device:
+            classes = xp.reshape(xp.arange(c, dtype=target.dtype, device=target.device), (1, c))
+            self._classes = classes
+        elif classes.dtype != target.dtype:
+            classes = self._classes = xp.astype(classes, target.dtype)
+        return xp.astype(target[:, None] == classes, like.dtype)
+
+    def __repr__(self) -> str:
+        return (
+            f"CrossEntropyLoss(reduction={self.reduction!r}, "
+            f"label_smoothing={self.label_smoothing})"
+        )

@@ -1,0 +1,311 @@
+"""Optimizers and learning-rate schedules.
+
+State (momenta, moments) lives in ``Parameter.state``, so it sits on the
+parameter's device and moves with ``model.to(...)``.  Updates use augmented
+assignment on attributes (``p.value -= u``): in place where arrays are
+writeable, a rebind where they are immutable (JAX).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from nnx.backend import to_numpy
+from nnx.layers.base import Parameter
+
+
+class Optimizer:
+    """Base class: holds parameters, a learning rate and the step count."""
+
+    def __init__(self, params: Iterable[Parameter], lr: float) -> None:
+        self.params = list(params)
+        if not self.params:
+            raise ValueError("optimizer got no parameters; pass model.parameters()")
+        for p in self.params:
+            if not isinstance(p, Parameter):
+                raise TypeError(f"optimizer expects nnx Parameters, got {type(p).__name__}")
+        if lr <= 0:
+            raise ValueError(f"learning rate must be positive, got {lr}")
+        self.lr = float(lr)
+        self.steps = 0
+
+    def zero_grad(self) -> None:
+        """Forget accumulated gradients."""
+        for p in self.params:
+            p.grad = None
+
+    def step(self) -> None:
+        """Update every parameter that has a gradient."""
+        self.steps += 1
+        for p in self.params:
+            if p.grad is not None:
+                self.update(p, p.grad)
+
+    def update(self, p: Parameter, g: Any) -> None:
+        """Apply one update to ``p`` given its gradient ``g``."""
+        raise NotImplementedError
+
+    def _state(self, p: Parameter, name: str) -> Any:
+        """Zero-initialised state array ``name`` of ``p``, created on its device."""
+        s = p.state.get(name)
+        if s is None:
+            s = p.state[name] = p.value * 0.0  # same dtype, same device, fresh buffer
+        return s
+
+    # -- state ---------------------------------------------------------------------
+    def hyperparameters(self) -> dict[str, Any]:
+        """The scalar settings saved with the state."""
+        return {"lr": self.lr}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Hyperparameters, step count and per-parameter state (host NumPy arrays)."""
+        return {
+            "type": type(self).__name__,
+            "steps": self.steps,
+            "hyperparameters": self.hyperparameters(),
+            "state": [{k: to_numpy(v) for k, v in p.state.items()} for p in self.params],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state from :meth:`state_dict` onto the parameters' devices."""
+        if state.get("type") != type(self).__name__:
+            raise ValueError(f"state is for {state.get('type')}, not {type(self).__name__}")
+        if len(state["state"]) != len(self.params):
+            raise ValueError(
+                f"state has {len(state['state'])} parameters, this optimizer {len(self.params)}"
+            )
+        from nnx.backend import backend_of
+
+        for p, saved in zip(self.params, state["state"], strict=True):
+            backend = backend_of(p.value)
+            p.state = {k: backend.asarray(to_numpy(v), to_numpy(v).dtype.name) for k, v in saved.items()}
+        self.steps = int(state["steps"])
+        for k, v in state["hyperparameters"].items():
+            setattr(self, k, v)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.hyperparameters().items())
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """SGD with optional momentum, Nesterov momentum and (coupled) weight decay, as PyTorch."""
+
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 0.01,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(params, lr)
+        if nesterov and momentum <= 0:
+            raise ValueError("Nesterov momentum needs momentum > 0")
+        self.momentum, self.nesterov, self.weight_decay = momentum, nesterov, weight_decay
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {
+            "lr": self.lr,
+            "momentum": self.momentum,
+            "nesterov": self.nesterov,
+            "weight_decay": self.weight_decay,
+        }
+
+    def update(self, p: Parameter, g: Any) -> None:
+        if self.weight_decay:
+            g = g + self.weight_decay * p.value
+        if self.momentum:
+            buf = p.state.get("momentum")
+            if buf is None:
+                buf = p.state["momentum"] = g * 1.0  # a copy: g may be aliased by p.grad
+            else:
+                buf *= self.momentum
+                buf += g
+                p.state["momentum"] = buf
+            g = g + self.momentum * buf if self.nesterov else buf
+        p.value -= self.lr * g
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba); ``weight_decay`` is added to the gradient, as in PyTorch's Adam."""
+
+    decoupled = False
+
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(params, lr)
+        self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps, "weight_decay": self.weight_decay}
+
+    def step(self) -> None:
+        b1, b2 = self.betas
+        t = self.steps + 1
+        # bias corrections folded into two scalars, computed once per step
+        self._step_size = self.lr / (1.0 - b1**t)
+        self._root_c2 = math.sqrt(1.0 - b2**t)
+        super().step()
+
+    def update(self, p: Parameter, g: Any) -> None:
+        b1, b2 = self.betas
+        if self.weight_decay:
+            if self.decoupled:
+                p.value -= (self.lr * self.weight_decay) * p.value
+            else:
+                g = g + self.weight_decay * p.value
+        m, v = self._state(p, "m"), self._state(p, "v")
+        m *= b1
+        m += (1.0 - b1) * g
+        v *= b2
+        v += (1.0 - b2) * (g * g)
+        p.state["m"], p.state["v"] = m, v
+        xp_sqrt = v**0.5
+        xp_sqrt /= self._root_c2
+        xp_sqrt += self.eps
+        p.value -= self._step_size * (m / xp_sqrt)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), default 0.01 as in PyTorch."""
+
+    decoupled = True
+
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+    ) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay)
+
+
+class RMSprop(Optimizer):
+    """RMSprop as in PyTorch: v = a v + (1 - a) g^2, p -= lr g / (sqrt(v) + eps); optional momentum."""
+
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 0.01,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(params, lr)
+        self.alpha, self.eps, self.momentum, self.weight_decay = alpha, eps, momentum, weight_decay
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {
+            "lr": self.lr,
+            "alpha": self.alpha,
+            "eps": self.eps,
+            "momentum": self.momentum,
+            "weight_decay": self.weight_decay,
+        }
+
+    def update(self, p: Parameter, g: Any) -> None:
+        if self.weight_decay:
+            g = g + self.weight_decay * p.value
+        v = self._state(p, "square_avg")
+        v *= self.alpha
+        v += (1.0 - self.alpha) * (g * g)
+        p.state["square_avg"] = v
+        denom = v**0.5
+        denom += self.eps
+        if self.momentum:
+            buf = self._state(p, "momentum")
+            buf *= self.momentum
+            buf += g / denom
+            p.state["momentum"] = buf
+            p.value -= self.lr * buf
+        else:
+            p.value -= self.lr * (g / denom)
+
+
+# -- learning-rate schedules -----------------------------------------------------------
+
+
+class Schedule:
+    """Sets ``optimizer.lr`` from the epoch count; call ``step()`` once per epoch."""
+
+    def __init__(self, optimizer: Optimizer) -> None:
+        self.optimizer = optimizer
+        self.base_lr = optimizer.lr
+        self.epoch = 0
+        optimizer.lr = self.lr_at(0)
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate for ``epoch`` (0-based)."""
+        raise NotImplementedError
+
+    def step(self) -> float:
+        """Advance one epoch and return the new learning rate."""
+        self.epoch += 1
+        self.optimizer.lr = self.lr_at(self.epoch)
+        return self.optimizer.lr
+
+    def state_dict(self) -> dict[str, Any]:
+        """The epoch count and base learning rate."""
+        return {"epoch": self.epoch, "base_lr": self.base_lr}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.epoch, self.base_lr = int(state["epoch"]), float(state["base_lr"])
+        self.optimizer.lr = self.lr_at(self.epoch)
+
+
+class StepLR(Schedule):
+    """Multiply the learning rate by ``gamma`` every ``step_size`` epochs."""
+
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
+        self.step_size, self.gamma = step_size, gamma
+        super().__init__(optimizer)
+
+    def lr_at(self, epoch: int) -> float:
+        return self.base_lr * self.gamma ** (epoch // self.step_size)
+
+
+class CosineLR(Schedule):
+    """Cosine decay from the base rate to ``min_lr`` over ``epochs``."""
+
+    def __init__(self, optimizer: Optimizer, epochs: int, min_lr: float = 0.0) -> None:
+        self.epochs, self.min_lr = epochs, min_lr
+        super().__init__(optimizer)
+
+    def lr_at(self, epoch: int) -> float:
+        t = min(epoch, self.epochs) / self.epochs
+        return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * t))
+
+
+class WarmupLR(Schedule):
+    """Linear warm-up from ``start_factor * lr`` over ``warmup`` epochs, then ``after`` (or flat)."""
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        warmup: int,
+        start_factor: float = 0.1,
+        after: Schedule | None = None,
+    ) -> None:
+        self.warmup, self.start_factor, self.after = warmup, start_factor, after
+        super().__init__(optimizer)
+
+    def lr_at(self, epoch: int) -> float:
+        if epoch < self.warmup:
+            frac = self.start_factor + (1 - self.start_factor) * epoch / self.warmup
+            return self.base_lr * frac
+        if self.after is not None:
+            return self.after.lr_at(epoch - self.warmup)
+        return self.base_lr

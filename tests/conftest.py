@@ -1,0 +1,40 @@
+"""Every numerical test runs on every available backend.
+
+numpy and array-api-strict on its fake ``device1`` always; torch and jax CPU
+when their plugins are installed; cupy only when a CUDA device answers
+(skipped with the reason otherwise).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import nnx
+
+BACKEND_SPECS = ["numpy", "array_api_strict:device1", "torch:cpu", "jax:cpu", "cupy", "torch:cuda"]
+
+
+def _param(spec: str):
+    name = spec.split(":")[0]
+    info = {b.name: b for b in nnx.backends()}.get(name)
+    if info is None:
+        return pytest.param(spec, marks=pytest.mark.skip(reason=f"plugin {name!r} not installed"))
+    if not info.available:
+        return pytest.param(spec, marks=pytest.mark.skip(reason=info.reason))
+    if spec == "torch:cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            return pytest.param(spec, marks=pytest.mark.skip(reason="torch sees no CUDA device"))
+    return pytest.param(spec)
+
+
+BACKENDS = [_param(s) for s in BACKEND_SPECS]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """The backend under test, made current for the test's duration."""
+    with nnx.using(request.param) as b:
+        nnx.manual_seed(0)
+        yield b
