@@ -20,40 +20,19 @@ from nnx.backend import (
     using,
 )
 from nnx.gradcheck import gradcheck
-from nnx.layers import (
-    GELU,
-    Identity,
-    Layer,
-    LeakyReLU,
-    Linear,
-    Parameter,
-    ReLU,
-    Sequential,
-    Sigmoid,
-    Softmax,
-    Tanh,
-)
+from nnx.layers import *  # noqa: F403  (every layer, listed in nnx.layers.__all__)
+from nnx.layers import __all__ as _layers
 from nnx.losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "GELU",
+    *_layers,
     "Backend",
     "BackendError",
     "BCEWithLogitsLoss",
     "CrossEntropyLoss",
-    "Identity",
-    "Layer",
-    "LeakyReLU",
-    "Linear",
     "MSELoss",
-    "Parameter",
-    "ReLU",
-    "Sequential",
-    "Sigmoid",
-    "Softmax",
-    "Tanh",
     "asarray",
     "backends",
     "current",
