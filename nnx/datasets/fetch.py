@@ -55,7 +55,7 @@ class _MirrorError(Exception):
 
 def _join(mirror: str, filename: str) -> str:
     """URL of filename on a mirror (with or without a trailing slash)."""
-    return mirror if mirror.endswith(filename) else mirror.rstrip("/") + "/" + filename
+    return mirror.rstrip("/") + "/" + filename
 
 
 def _download(url: str, part: Path, timeout: float) -> None:
@@ -149,8 +149,7 @@ def fetch(
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DatasetError(
-            f"cannot create the data cache folder {folder} ({e}); "
-            "set NNX_DATA to a writable folder"
+            f"cannot create the data cache folder {folder} ({e}); set NNX_DATA to a writable folder"
         ) from e
 
     failures: list[tuple[str, str]] = []
@@ -172,9 +171,7 @@ def fetch(
             if resumed:  # the old partial file may have been the bad part
                 resumed = False
                 continue
-            failures.append(
-                (url, f"wrong checksum: got SHA-256 {digest}, expected {accepted[0]}")
-            )
+            failures.append((url, f"wrong checksum: got SHA-256 {digest}, expected {accepted[0]}"))
             break
 
     lines = [f"could not download {filename} from any mirror:"]

@@ -93,8 +93,7 @@ def _parse(f: BinaryIO, name: str) -> np.ndarray:
         found += len(chunk)
     if found < expected:
         raise DatasetError(
-            f"{name}: expected {expected} bytes of data for {what}, found {found} "
-            "(file truncated?)"
+            f"{name}: expected {expected} bytes of data for {what}, found {found} (file truncated?)"
         )
     if found > expected:
         raise DatasetError(
