@@ -63,7 +63,7 @@ class MSELoss(Loss):
         xp = self.namespace(pred)
         self._check_same_shape(pred, target)
         diff = pred - target
-        n = diff.size if self.reduction == "mean" else 1
+        n = array_api_compat.size(diff) if self.reduction == "mean" else 1  # torch: .size()
         self._grad = diff * (2.0 / n)
         return xp.sum(diff * diff) / n
 
@@ -74,7 +74,7 @@ class BCEWithLogitsLoss(Loss):
     def forward(self, pred: Any, target: Any) -> Any:
         xp = self.namespace(pred)
         self._check_same_shape(pred, target)
-        n = pred.size if self.reduction == "mean" else 1
+        n = array_api_compat.size(pred) if self.reduction == "mean" else 1
         per = xp.maximum(pred, 0.0) - pred * target + xp.log1p(xp.exp(-xp.abs(pred)))
         sigmoid = 0.5 * xp.tanh(0.5 * pred) + 0.5
         self._grad = (sigmoid - target) * (1.0 / n)
