@@ -1,0 +1,102 @@
+"""nnx backend for JAX: specs "jax" (= "jax:cpu"), "jax:cpu", "jax:gpu", "jax:gpu:N".
+
+JAX arrays are immutable; nnx updates parameters by rebinding (``p.value -= u``),
+which works here.  Starting the backend turns on ``jax_enable_x64`` so that
+gradcheck can run in float64; nnx names float32 everywhere, so training stays
+in float32.  Random numbers come from ``jax.random`` keys, split once per draw.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from nnx.backend import Backend, BackendError, Generator
+
+
+def _parse(device: str | None) -> tuple[str, int]:
+    kind, _, index = (device or "cpu").partition(":")
+    return ("gpu" if kind == "cuda" else kind), int(index or 0)
+
+
+class JaxBackend(Backend):
+    """jax.numpy on one JAX device."""
+
+    name = "jax"
+
+    @classmethod
+    def available(cls, device: str | None = None) -> tuple[bool, str]:
+        try:
+            import jax
+        except ImportError:
+            return False, "JAX is not installed: pip install jax (or 'jax[cuda12]')"
+        kind = _parse(device)[0]
+        try:
+            jax.devices(kind)
+        except RuntimeError as err:
+            return False, f"JAX has no {kind} device: {err}"
+        return True, ""
+
+    def __init__(self, device: str | None = None) -> None:
+        import jax
+        import jax.numpy as jnp
+
+        ok, why = self.available(device)
+        if not ok:
+            raise BackendError(why)
+        jax.config.update("jax_enable_x64", True)
+        kind, index = _parse(device)
+        devices = jax.devices(kind)
+        if not 0 <= index < len(devices):
+            raise BackendError(f"JAX {kind} device {index} does not exist; it has {len(devices)}")
+        self._jax, self.xp, self.device = jax, jnp, devices[index]
+        self.array_type = type(jnp.zeros(0, device=self.device))
+        super().__init__(device)
+
+    def asarray(self, host: Any, dtype: Any = None) -> Any:
+        return self.xp.asarray(host, dtype=self.dtype(dtype), device=self.device)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return np.array(x)  # a writeable copy: JAX's own view of the buffer is read-only
+
+    def _same_device(self, x: Any) -> bool:
+        return x.device == self.device
+
+    def rng(self, seed: int | None) -> Generator:
+        return JaxGenerator(self, seed)
+
+    def synchronize(self) -> None:
+        self.xp.zeros((), device=self.device).block_until_ready()
+
+    @property
+    def spec(self) -> str:
+        index = self.device.id if self.device.platform != "cpu" else 0
+        return f"jax:{self.device.platform}" + (f":{index}" if index else "")
+
+
+class JaxGenerator(Generator):
+    """A ``jax.random`` key on the backend's device, split for every draw."""
+
+    def __init__(self, backend: JaxBackend, seed: int | None) -> None:
+        self.backend, self._random = backend, backend._jax.random
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0])
+        self.set_state(self._random.PRNGKey(seed).tolist())
+
+    def _split(self) -> Any:
+        self.key, sub = self._random.split(self.key)
+        return sub
+
+    def uniform(self, shape: tuple[int, ...], dtype: Any = None) -> Any:
+        return self._random.uniform(self._split(), shape, dtype=self.backend.dtype(dtype))
+
+    def normal(self, shape: tuple[int, ...], dtype: Any = None) -> Any:
+        return self._random.normal(self._split(), shape, dtype=self.backend.dtype(dtype))
+
+    def get_state(self) -> list[int]:
+        return self.key.tolist()
+
+    def set_state(self, state: Any) -> None:
+        if state is not None:
+            self.key = self.backend.asarray(np.asarray(state, dtype=np.uint32), "uint32")
