@@ -1,9 +1,7 @@
 """nnx backend for JAX: specs "jax" (= "jax:cpu"), "jax:cpu", "jax:gpu", "jax:gpu:N".
 
-JAX arrays are immutable; nnx updates parameters by rebinding (``p.value -= u``),
-which works here.  Starting the backend turns on ``jax_enable_x64`` so that
-gradcheck can run in float64; nnx names float32 everywhere, so training stays
-in float32.  Random numbers come from ``jax.random`` keys, split once per draw.
+JAX arrays are immutable: nnx updates by rebinding (``p.value -= u``). Starting the
+backend turns on ``jax_enable_x64`` (for float64 gradchecks); nnx names float32 everywhere.
 """
 
 from __future__ import annotations
@@ -31,11 +29,13 @@ class JaxBackend(Backend):
             import jax
         except ImportError:
             return False, "JAX is not installed: pip install jax (or 'jax[cuda12]')"
-        kind = _parse(device)[0]
+        kind, index = _parse(device)
         try:
-            jax.devices(kind)
+            count = len(jax.devices(kind))
         except RuntimeError as err:
             return False, f"JAX has no {kind} device: {err}"
+        if index >= count:
+            return False, f"JAX {kind} device {index} does not exist; it has {count}"
         return True, ""
 
     def __init__(self, device: str | None = None) -> None:
@@ -47,10 +47,7 @@ class JaxBackend(Backend):
             raise BackendError(why)
         jax.config.update("jax_enable_x64", True)
         kind, index = _parse(device)
-        devices = jax.devices(kind)
-        if not 0 <= index < len(devices):
-            raise BackendError(f"JAX {kind} device {index} does not exist; it has {len(devices)}")
-        self._jax, self.xp, self.device = jax, jnp, devices[index]
+        self._jax, self.xp, self.device = jax, jnp, jax.devices(kind)[index]
         self.array_type = type(jnp.zeros(0, device=self.device))
         super().__init__(device)
 
@@ -59,9 +56,6 @@ class JaxBackend(Backend):
 
     def to_numpy(self, x: Any) -> np.ndarray:
         return np.array(x)  # a writeable copy: JAX's own view of the buffer is read-only
-
-    def _same_device(self, x: Any) -> bool:
-        return x.device == self.device
 
     def rng(self, seed: int | None) -> Generator:
         return JaxGenerator(self, seed)
@@ -80,8 +74,7 @@ class JaxGenerator(Generator):
 
     def __init__(self, backend: JaxBackend, seed: int | None) -> None:
         self.backend, self._random = backend, backend._jax.random
-        if seed is None:
-            seed = int(np.random.SeedSequence().generate_state(1)[0])
+        seed = int(np.random.SeedSequence(seed).generate_state(1)[0])  # None: fresh entropy
         self.set_state(self._random.PRNGKey(seed).tolist())
 
     def _split(self) -> Any:
@@ -95,7 +88,7 @@ class JaxGenerator(Generator):
         return self._random.normal(self._split(), shape, dtype=self.backend.dtype(dtype))
 
     def get_state(self) -> list[int]:
-        return self.key.tolist()
+        return self.key.tolist()  # two uint32 words
 
     def set_state(self, state: Any) -> None:
         if state is not None:

@@ -36,9 +36,10 @@ class TorchBackend(Backend):
             raise BackendError(why)
         dev = torch.device(device or "cpu")
         if dev.type == "cuda":
-            dev = torch.device("cuda", torch.cuda.current_device() if dev.index is None else dev.index)
-            if dev.index >= torch.cuda.device_count():
-                raise BackendError(f"CUDA device {dev.index} does not exist for torch")
+            index = torch.cuda.current_device() if dev.index is None else dev.index
+            if index >= torch.cuda.device_count():
+                raise BackendError(f"CUDA device {index} does not exist for torch")
+            dev = torch.device("cuda", index)
         elif dev.type != "cpu":
             raise BackendError(f"nnx-torch supports 'cpu' and 'cuda[:N]', not {device!r}")
         self._torch, self.xp, self.device, self.array_type = torch, xp, dev, torch.Tensor
