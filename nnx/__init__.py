@@ -1,8 +1,8 @@
 """nnx: neural networks written once against the Python array API.
 
-    import nnx
-    nnx.use("cuda")                      # or NNX_BACKEND=cupy, or model.to("cuda")
-    model = nnx.Sequential(nnx.Linear(2, 8), nnx.Tanh(), nnx.Linear(8, 1))
+import nnx
+nnx.use("cuda")                      # or NNX_BACKEND=cupy, or model.to("cuda")
+model = nnx.Sequential(nnx.Linear(2, 8), nnx.Tanh(), nnx.Linear(8, 1))
 """
 
 from nnx import init, losses, optim

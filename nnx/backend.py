@@ -112,7 +112,9 @@ class Backend:
             return self.xp.float32
         if isinstance(dtype, str):
             return getattr(self.xp, dtype)
-        if isinstance(dtype, np.dtype) or (isinstance(dtype, type) and issubclass(dtype, np.generic)):
+        if isinstance(dtype, np.dtype) or (
+            isinstance(dtype, type) and issubclass(dtype, np.generic)
+        ):
             return getattr(self.xp, np.dtype(dtype).name)
         return dtype
 
@@ -167,6 +169,44 @@ class NumpyBackend(Backend):
 
     def to_numpy(self, x: Any) -> np.ndarray:
         return np.asarray(x)
+
+    # -- fast paths for nnx.layers.conv (same layouts as its portable im2col/col2im) --
+    def im2col(
+        self, x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]
+    ) -> np.ndarray:
+        """NCHW ``x`` -> windows ``(C*kh*kw, OH*OW*N)`` with one copy (sliding_window_view)."""
+        (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+        n, c, h, w = x.shape
+        oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        xt = x.transpose(1, 2, 3, 0)  # (C, H, W, N): a view when x came from a conv
+        if ph or pw:
+            padded = np.zeros((c, h + 2 * ph, w + 2 * pw, n), dtype=x.dtype)
+            padded[:, ph : ph + h, pw : pw + w] = xt
+            xt = padded
+        else:
+            xt = np.ascontiguousarray(xt)
+        win = np.lib.stride_tricks.sliding_window_view(xt, (kh, kw), axis=(1, 2))
+        win = win[:, : sh * (oh - 1) + 1 : sh, : sw * (ow - 1) + 1 : sw]  # (C, OH, OW, N, kh, kw)
+        return win.transpose(0, 4, 5, 1, 2, 3).reshape(c * kh * kw, oh * ow * n)
+
+    def col2im(
+        self,
+        cols: np.ndarray,
+        shape: tuple[int, ...],
+        kernel: tuple[int, int],
+        stride: tuple[int, int],
+        padding: tuple[int, int],
+    ) -> np.ndarray:
+        """Sum windows ``(C*kh*kw, OH*OW*N)`` back into NCHW ``shape`` (kh*kw in-place adds)."""
+        (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+        n, c, h, w = shape
+        oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        d6 = cols.reshape(c, kh, kw, oh, ow, n)
+        out = np.zeros((c, h + 2 * ph, w + 2 * pw, n), dtype=cols.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                out[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw] += d6[:, i, j]
+        return out[:, ph : ph + h, pw : pw + w].transpose(3, 0, 1, 2)
 
 
 class CupyBackend(Backend):
@@ -369,7 +409,9 @@ def get_backend(spec: str | Backend | None = None) -> Backend:
 
 
 _default: Backend | None = None
-_scoped: contextvars.ContextVar[Backend | None] = contextvars.ContextVar("nnx_backend", default=None)
+_scoped: contextvars.ContextVar[Backend | None] = contextvars.ContextVar(
+    "nnx_backend", default=None
+)
 
 
 def current() -> Backend:
@@ -440,15 +482,21 @@ def to_numpy(x: Any) -> np.ndarray:
 
 
 def asarray(x: Any, device: str | Backend | None = None, dtype: Any = None) -> Any:
-    """Put host data or another backend's array on ``device`` (default: current)."""
+    """Put host data or another backend's array on ``device`` (default: current).
+
+    Without ``dtype``, floating data becomes float32 and integer data keeps its type.
+    """
     backend = get_backend(device)
-    if backend.owns(x) and dtype is None:
+    if dtype is None and backend.owns(x) and x.dtype == backend.xp.float32:
         return x
-    return backend.asarray(to_numpy(x), dtype)
+    host = to_numpy(x)
+    if dtype is None:
+        dtype = "float32" if host.dtype.kind in "fc" else host.dtype.name
+    return backend.asarray(host, dtype)
 
 
 def describe(x: Any) -> str:
-    """"numpy array on cpu", "array_api_strict array on device1", ... for error messages."""
+    """ "numpy array on cpu", "array_api_strict array on device1", ... for error messages."""
     try:
         ns = array_api_compat.array_namespace(x).__name__.replace("array_api_compat.", "")
         return f"{ns} array on {array_api_compat.device(x)}"

@@ -135,19 +135,19 @@ def gradcheck(
         for name, p in layer.named_parameters():
             original_value = p.value
 
-            def f_param(v: Any, p: Any = p) -> float:
+            def f_param(v: Any, p: Any = p, original_value: Any = original_value) -> float:
                 p.value = v
                 try:
                     return float(to_numpy(xp.sum(forward(xd) * w)))
                 finally:
                     p.value = original_value
 
-            errors[name] = _check_array(name, original_value, analytic_params[name], f_param, eps, xp)
+            errors[name] = _check_array(
+                name, original_value, analytic_params[name], f_param, eps, xp
+            )
         worst = max((e[0] for e in errors.values()), default=0.0)
         return GradcheckResult(worst, tolerance, errors)
     finally:
         backend.generator = generator
         layer.to(backend, original)
         layer.zero_grad()
-
-

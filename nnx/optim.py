@@ -80,7 +80,9 @@ class Optimizer:
 
         for p, saved in zip(self.params, state["state"], strict=True):
             backend = backend_of(p.value)
-            p.state = {k: backend.asarray(to_numpy(v), to_numpy(v).dtype.name) for k, v in saved.items()}
+            p.state = {
+                k: backend.asarray(to_numpy(v), to_numpy(v).dtype.name) for k, v in saved.items()
+            }
         self.steps = int(state["steps"])
         for k, v in state["hyperparameters"].items():
             setattr(self, k, v)
@@ -146,7 +148,12 @@ class Adam(Optimizer):
         self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
 
     def hyperparameters(self) -> dict[str, Any]:
-        return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps, "weight_decay": self.weight_decay}
+        return {
+            "lr": self.lr,
+            "betas": list(self.betas),
+            "eps": self.eps,
+            "weight_decay": self.weight_decay,
+        }
 
     def step(self) -> None:
         b1, b2 = self.betas

@@ -109,9 +109,7 @@ class Layer:
 
     def label(self) -> str:
         """Short name used in error messages."""
-        return self.extra_repr() and f"{type(self).__name__}({self.extra_repr()})" or (
-            f"{type(self).__name__}()"
-        )
+        return f"{type(self).__name__}({self.extra_repr()})"
 
     # -- structure ----------------------------------------------------------------
     def children(self) -> Iterator[tuple[str, Layer]]:
@@ -331,7 +329,7 @@ class Sequential(Layer):
         start = 0
         if not value:
             # layers before the first one with parameters need no backward at all
-            start = next((i for i, l in enumerate(layers) if l.parameters()), len(layers))
+            start = next((i for i, lay in enumerate(layers) if lay.parameters()), len(layers))
             if start < len(layers):
                 layers[start].requires_input_grad = False
         self._backward_layers = layers[start:][::-1]

@@ -1,0 +1,160 @@
+"""The backend switch: registry, selection order, device specs and the errors users see."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import nnx
+from nnx import backend as nb
+
+
+def test_backends_lists_known_with_reasons():
+    rows = {b.name: b for b in nnx.backends()}
+    assert rows["numpy"].available and rows["numpy"].source == "built-in"
+    assert "cupy" in rows
+    if not rows["cupy"].available:
+        assert rows["cupy"].reason
+    assert rows["array_api_strict"].source.startswith("plugin")  # found by entry point
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("cpu", ("numpy", "")),
+        ("numpy", ("numpy", "")),
+        ("gpu", ("cupy", "0")),
+        ("cuda", ("cupy", "0")),
+        ("cuda:1", ("cupy", "1")),
+        ("cupy:2", ("cupy", "2")),
+        ("torch:cuda:0", ("torch", "cuda:0")),
+        ("array_api_strict:device1", ("array_api_strict", "device1")),
+    ],
+)
+def test_device_specs(spec, expected):
+    assert nb._parse(spec) == expected
+
+
+def test_selection_order(monkeypatch):
+    monkeypatch.setattr(nb, "_default", None)
+    monkeypatch.delenv("NNX_BACKEND", raising=False)
+    assert nnx.current().name == "numpy"
+    monkeypatch.setenv("NNX_BACKEND", "array_api_strict:device2")
+    assert nnx.current().spec == "array_api_strict:device2"  # read at use, not at import
+    nnx.use("array_api_strict:device1")
+    try:
+        assert nnx.current().spec == "array_api_strict:device1"  # use() beats the variable
+        with nnx.using("numpy"):
+            assert nnx.current().name == "numpy"  # using() beats use()
+            layer = nnx.Linear(2, 2)
+            layer.to("array_api_strict:device2")  # an explicit argument beats everything
+            assert layer.backend.spec == "array_api_strict:device2"
+        assert nnx.current().spec == "array_api_strict:device1"
+    finally:
+        nnx.use(None)
+
+
+def test_env_variable_in_a_fresh_process():
+    code = "import nnx; print(nnx.current().spec)"
+    env = {"NNX_BACKEND": "array_api_strict:device1", "PATH": ""}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "array_api_strict:device1", out.stderr
+
+
+def test_unknown_backend_lists_known_ones():
+    with pytest.raises(nnx.BackendError, match=r"unknown backend .tpu.*array_api_strict.*numpy"):
+        nnx.get_backend("tpu")
+
+
+def test_cuda_without_cupy_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy -> ImportError
+    nb._instances.pop(("cupy", "0"), None)
+    with pytest.raises(nnx.BackendError, match=r"pip install 'nnx\[cuda12\]'"):
+        nnx.get_backend("cuda")
+
+
+def test_cupy_without_device_gives_cuda_message(monkeypatch):
+    def no_device():
+        raise RuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")
+
+    fake = types.ModuleType("cupy")
+    fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=no_device))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    nb._instances.pop(("cupy", "0"), None)
+    with pytest.raises(nnx.BackendError, match="CUDA does not answer: cudaErrorNoDevice"):
+        nnx.get_backend("cuda:0")
+    info = {b.name: b for b in nnx.backends()}["cupy"]
+    assert not info.available and "cudaErrorNoDevice" in info.reason
+
+
+def test_bad_device_of_a_known_backend():
+    with pytest.raises(nnx.BackendError, match="device3"):
+        nnx.get_backend("array_api_strict:device3")
+    with pytest.raises(nnx.BackendError, match="only the device 'cpu'"):
+        nnx.get_backend("numpy:1")
+
+
+def test_input_on_another_device_names_both():
+    with nnx.using("array_api_strict:device1"):
+        model = nnx.Sequential(nnx.Linear(2, 2))
+    other = nnx.asarray(np.ones((1, 2)), device="array_api_strict:device2")
+    with pytest.raises(TypeError, match=r"array_api_strict:device1.*device2.*model\.to\("):
+        model(other)
+    with pytest.raises(TypeError, match=r"numpy array on cpu.*nnx\.asarray"):
+        model(np.ones((1, 2), np.float32))
+    with pytest.raises(TypeError, match="convert it with nnx.asarray"):
+        model([[1.0, 2.0]])
+
+
+def test_wrong_input_width_names_layer_and_shapes(backend):
+    model = nnx.Sequential(nnx.Linear(4, 3), nnx.ReLU(), nnx.Linear(3, 2))
+    with pytest.raises(
+        ValueError, match=r"Linear\(4 -> 3\) expects inputs of shape \(N, 4\), got \(5, 7\)"
+    ):
+        model(nnx.asarray(np.ones((5, 7))))
+
+
+def test_register_backend_by_hand():
+    class Float64Numpy(nb.NumpyBackend):
+        name = "numpy64"
+
+    nnx.register_backend("numpy64", Float64Numpy)
+    try:
+        assert nnx.get_backend("numpy64").name == "numpy64"
+        assert "numpy64" in {b.name for b in nnx.backends()}
+        with pytest.raises(ValueError, match="contain no ':'"):
+            nnx.register_backend("a:b", Float64Numpy)
+    finally:
+        nb._factories.pop("numpy64")
+        nb._instances.pop(("numpy64", ""), None)
+
+
+def test_broken_plugin_is_reported_not_raised(monkeypatch):
+    monkeypatch.setitem(
+        nb._factories, "broken", nb._broken("broken", "plugin failed to load: boom")
+    )
+    monkeypatch.setitem(nb._sources, "broken", "plugin test")
+    row = {b.name: b for b in nnx.backends()}["broken"]
+    assert not row.available and "boom" in row.reason
+    with pytest.raises(nnx.BackendError, match="boom"):
+        nnx.get_backend("broken")
+
+
+def test_rng_is_seeded_and_on_device(backend):
+    a = backend.rng(3).uniform((4,))
+    b = backend.rng(3).uniform((4,))
+    c = backend.rng(4).uniform((4,))
+    assert backend.owns(a)
+    np.testing.assert_array_equal(nnx.to_numpy(a), nnx.to_numpy(b))
+    assert not np.array_equal(nnx.to_numpy(a), nnx.to_numpy(c))
+
+
+def test_asarray_defaults(backend):
+    x = nnx.asarray(np.ones(3))
+    assert backend.owns(x) and str(nnx.to_numpy(x).dtype) == "float32"
+    labels = nnx.asarray(np.array([1, 2]))
+    assert str(nnx.to_numpy(labels).dtype) == "int64"
