@@ -5,7 +5,7 @@ nnx.use("cuda")                      # or NNX_BACKEND=cupy, or model.to("cuda")
 model = nnx.Sequential(nnx.Linear(2, 8), nnx.Tanh(), nnx.Linear(8, 1))
 """
 
-from nnx import init, losses, optim
+from nnx import datasets, init, losses, optim
 from nnx.backend import (
     Backend,
     BackendError,
@@ -19,10 +19,13 @@ from nnx.backend import (
     use,
     using,
 )
+from nnx.data import DataLoader
 from nnx.gradcheck import gradcheck
+from nnx.io import load, save
 from nnx.layers import *  # noqa: F403  (every layer, listed in nnx.layers.__all__)
 from nnx.layers import __all__ as _layers
 from nnx.losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+from nnx.train import EarlyStopping, History, evaluate, fit, predict
 
 __version__ = "0.1.0"
 
@@ -32,10 +35,19 @@ __all__ = [
     "BackendError",
     "BCEWithLogitsLoss",
     "CrossEntropyLoss",
+    "DataLoader",
+    "EarlyStopping",
+    "History",
     "MSELoss",
     "asarray",
     "backends",
     "current",
+    "datasets",
+    "evaluate",
+    "fit",
+    "load",
+    "predict",
+    "save",
     "get_backend",
     "gradcheck",
     "init",

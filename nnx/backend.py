@@ -172,7 +172,11 @@ class NumpyBackend(Backend):
 
     # -- fast paths for nnx.layers.conv (same layouts as its portable im2col/col2im) --
     def im2col(
-        self, x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]
+        self,
+        x: np.ndarray,
+        kernel: tuple[int, int],
+        stride: tuple[int, int],
+        padding: tuple[int, int],
     ) -> np.ndarray:
         """NCHW ``x`` -> windows ``(C*kh*kw, OH*OW*N)`` with one copy (sliding_window_view)."""
         (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
@@ -205,7 +209,11 @@ class NumpyBackend(Backend):
         out = np.zeros((c, h + 2 * ph, w + 2 * pw, n), dtype=cols.dtype)
         for i in range(kh):
             for j in range(kw):
-                out[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw] += d6[:, i, j]
+                rows, cols_ = (
+                    slice(i, i + sh * (oh - 1) + 1, sh),
+                    slice(j, j + sw * (ow - 1) + 1, sw),
+                )
+                out[:, rows, cols_] += d6[:, i, j]
         return out[:, ph : ph + h, pw : pw + w].transpose(3, 0, 1, 2)
 
 
@@ -496,7 +504,10 @@ def asarray(x: Any, device: str | Backend | None = None, dtype: Any = None) -> A
 
 
 def describe(x: Any) -> str:
-    """ "numpy array on cpu", "array_api_strict array on device1", ... for error messages."""
+    """ "numpy:cpu array", "array_api_strict:device1 array", ... for error messages."""
+    for backend in _instances.values():
+        if backend.owns(x):
+            return f"{backend.spec} array"
     try:
         ns = array_api_compat.array_namespace(x).__name__.replace("array_api_compat.", "")
         return f"{ns} array on {array_api_compat.device(x)}"

@@ -1,0 +1,296 @@
+"""fit / evaluate / predict: the training loop people recognise, with a progress bar.
+
+Scalars are read from the device only every ``log_every`` steps and at the end
+of an epoch: ``float()`` on a GPU array waits for the GPU.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nnx.backend import to_numpy
+from nnx.data import DataLoader
+from nnx.layers.base import Layer
+from nnx.losses import Loss
+from nnx.optim import Optimizer, Schedule
+
+METRICS = ("accuracy",)
+
+
+@dataclass
+class History:
+    """Per-epoch records: loss, metrics, validation values, learning rate and wall time."""
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+
+    def __getitem__(self, key: str) -> list[float]:
+        return [e[key] for e in self.epochs if key in e]
+
+    @property
+    def history(self) -> dict[str, list[float]]:
+        """Keras-style {name: [value per epoch]}."""
+        keys = dict.fromkeys(k for e in self.epochs for k in e)
+        return {k: self[k] for k in keys}
+
+    def __len__(self) -> int:
+        return len(self.epochs)
+
+
+@dataclass
+class EarlyStopping:
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs."""
+
+    monitor: str = "val_accuracy"
+    patience: int = 3
+    mode: str = "auto"
+    min_delta: float = 0.0
+    restore_best: bool = True
+    best: float | None = None
+    best_epoch: int = -1
+    best_state: dict[str, Any] | None = None
+    wait: int = 0
+
+    def improved(self, value: float) -> bool:
+        """True when ``value`` beats the best so far."""
+        maximise = self.mode == "max" or (self.mode == "auto" and "loss" not in self.monitor)
+        if self.best is None:
+            return True
+        return (
+            value > self.best + self.min_delta if maximise else value < self.best - self.min_delta
+        )
+
+    def update(self, epoch: int, record: dict[str, float], model: Layer) -> bool:
+        """Record an epoch; return True when training should stop."""
+        if self.monitor not in record:
+            raise KeyError(
+                f"EarlyStopping monitors {self.monitor!r} but the epoch only has {sorted(record)}; "
+                "pass validation data for val_* metrics"
+            )
+        value = record[self.monitor]
+        if self.improved(value):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best:
+                self.best_state = {k: to_numpy(v).copy() for k, v in model.state_dict().items()}
+            return False
+        self.wait += 1
+        return self.wait >= self.patience
+
+
+def _as_loader(
+    data: Any, model: Layer, batch_size: int, shuffle: bool, seed: int
+) -> Iterable[tuple[Any, Any]]:
+    """A DataLoader as it is; host ``(x, y)`` arrays become one on the model's device."""
+    if isinstance(data, tuple | list) and len(data) == 2:
+        return DataLoader(
+            data[0],
+            data[1],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            device=model.backend,
+        )
+    return data
+
+
+def _correct(xp: Any, out: Any, y: Any) -> Any:
+    """Number of correct predictions in a batch, as a device scalar (no sync)."""
+    if out.ndim == 2 and out.shape[1] > 1:
+        pred = xp.argmax(out, axis=1)
+        return xp.sum(xp.astype(pred == xp.astype(y, pred.dtype), xp.int64))
+    pred = xp.astype(out > 0, out.dtype) if out.ndim == 2 else out  # one logit: class 1 if > 0
+    return xp.sum(xp.astype(pred == y, xp.int64))
+
+
+def _use_bar(progress: bool | None) -> bool:
+    if progress is None:
+        return sys.stderr.isatty()
+    return progress
+
+
+def fit(
+    model: Layer,
+    loss_fn: Loss,
+    optimizer: Optimizer,
+    train_data: Any,
+    *,
+    epochs: int = 1,
+    val_data: Any = None,
+    batch_size: int = 32,
+    shuffle: bool = True,
+    seed: int = 0,
+    metrics: tuple[str, ...] = ("accuracy",),
+    schedule: Schedule | None = None,
+    early_stopping: EarlyStopping | None = None,
+    initial_epoch: int = 0,
+    progress: bool | None = None,
+    log_every: int = 50,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+) -> History:
+    """Train ``model`` for ``epochs`` epochs and return the History.
+
+    ``train_data`` and ``val_data`` are DataLoaders (or ``(x, y)`` host
+    arrays).  ``initial_epoch`` resumes a run: the shuffle order and the
+    schedule continue where a checkpoint left them.  The progress bar shows
+    loss, accuracy and samples/s; it is off when stderr is not a terminal or
+    with ``progress=False``.
+    """
+    for m in metrics:
+        if m not in METRICS:
+            raise ValueError(f"unknown metric {m!r}; available: {METRICS}")
+    loader = _as_loader(train_data, model, batch_size, shuffle, seed)
+    val_loader = (
+        _as_loader(val_data, model, batch_size, False, seed) if val_data is not None else None
+    )
+    history = History()
+    track_accuracy = "accuracy" in metrics
+    first_layer_grad = model.requires_input_grad
+    model.requires_input_grad = False  # nobody needs d loss / d input in training
+    try:
+        for epoch in range(initial_epoch, initial_epoch + epochs):
+            if isinstance(loader, DataLoader):
+                loader.set_epoch(epoch)
+            record = _train_epoch(
+                model, loss_fn, optimizer, loader, epoch, initial_epoch + epochs, track_accuracy,
+                progress, log_every,
+            )  # fmt: skip
+            if val_loader is not None:
+                scores = evaluate(model, loss_fn, val_loader, metrics=metrics)
+                record.update({f"val_{k}": v for k, v in scores.items()})
+            record["lr"] = optimizer.lr
+            history.epochs.append(record)
+            if schedule is not None:
+                schedule.step()
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, record)
+            if early_stopping is not None and early_stopping.update(epoch, record, model):
+                break
+        if early_stopping is not None and early_stopping.best_state is not None:
+            model.load_state_dict(early_stopping.best_state)
+    finally:
+        model.requires_input_grad = first_layer_grad
+    return history
+
+
+def _train_epoch(
+    model: Layer,
+    loss_fn: Loss,
+    optimizer: Optimizer,
+    loader: Iterable[tuple[Any, Any]],
+    epoch: int,
+    last_epoch: int,
+    track_accuracy: bool,
+    progress: bool | None,
+    log_every: int,
+) -> dict[str, float]:
+    xp = model.xp
+    model.train()
+    bar = None
+    if _use_bar(progress):
+        from tqdm.auto import tqdm
+
+        total = len(loader) if hasattr(loader, "__len__") else None
+        bar = tqdm(total=total, desc=f"epoch {epoch + 1}/{last_epoch}", unit="batch", leave=True)
+    start = time.perf_counter()
+    loss_sum = correct = None
+    seen = steps = 0
+    for xb, yb in loader:
+        optimizer.zero_grad()
+        out = model(xb)
+        loss = loss_fn(out, yb)
+        model.backward(loss_fn.backward())
+        optimizer.step()
+        n = xb.shape[0]
+        weighted = loss * n
+        loss_sum = weighted if loss_sum is None else loss_sum + weighted
+        if track_accuracy:
+            c = _correct(xp, out, yb)
+            correct = c if correct is None else correct + c
+        seen += n
+        steps += 1
+        if bar is not None:
+            bar.update(1)
+            if steps % log_every == 0:
+                bar.set_postfix(_postfix(loss_sum, correct, seen, start))
+    if seen == 0:
+        raise ValueError(
+            "the training data gave no batches (empty data set, or drop_last with too few samples)"
+        )
+    record = {"epoch": float(epoch + 1), "loss": float(to_numpy(loss_sum)) / seen}
+    if track_accuracy:
+        record["accuracy"] = float(to_numpy(correct)) / seen
+    model.backend.synchronize()
+    record["time"] = time.perf_counter() - start
+    record["samples_per_s"] = seen / record["time"]
+    if not math.isfinite(record["loss"]):
+        raise FloatingPointError(
+            f"the training loss became {record['loss']} in epoch {epoch + 1}: lower the learning rate"
+        )
+    if bar is not None:
+        bar.set_postfix(_postfix(loss_sum, correct, seen, start))
+        bar.close()
+    return record
+
+
+def _postfix(loss_sum: Any, correct: Any, seen: int, start: float) -> dict[str, str]:
+    out = {"loss": f"{float(to_numpy(loss_sum)) / seen:.4f}"}
+    if correct is not None:
+        out["acc"] = f"{float(to_numpy(correct)) / seen:.4f}"
+    out["samples/s"] = f"{seen / max(time.perf_counter() - start, 1e-9):,.0f}"
+    return out
+
+
+def evaluate(
+    model: Layer,
+    loss_fn: Loss | None,
+    data: Any,
+    *,
+    batch_size: int = 256,
+    metrics: tuple[str, ...] = ("accuracy",),
+) -> dict[str, float]:
+    """Mean loss and metrics over ``data`` in eval mode (the mode is restored afterwards)."""
+    loader = _as_loader(data, model, batch_size, False, 0)
+    xp = model.xp
+    was_training = model.training
+    model.eval()
+    loss_sum = correct = None
+    seen = 0
+    try:
+        for xb, yb in loader:
+            out = model(xb)
+            n = xb.shape[0]
+            if loss_fn is not None:
+                weighted = loss_fn(out, yb) * n
+                loss_sum = weighted if loss_sum is None else loss_sum + weighted
+            if "accuracy" in metrics:
+                c = _correct(xp, out, yb)
+                correct = c if correct is None else correct + c
+            seen += n
+    finally:
+        model.train(was_training)
+    if seen == 0:
+        raise ValueError("evaluate() got no samples")
+    scores = {}
+    if loss_sum is not None:
+        scores["loss"] = float(to_numpy(loss_sum)) / seen
+    if correct is not None:
+        scores["accuracy"] = float(to_numpy(correct)) / seen
+    return scores
+
+
+def predict(model: Layer, x: Any, *, batch_size: int = 256, **loader_args: Any) -> Any:
+    """Model outputs for host inputs ``x``, computed in batches in eval mode, as a host array."""
+    loader = x
+    if not isinstance(x, DataLoader):
+        loader = DataLoader(x, batch_size=batch_size, device=model.backend, **loader_args)
+    was_training = model.training
+    model.eval()
+    try:
+        outs = [model(xb) for xb, _ in loader]
+    finally:
+        model.train(was_training)
+    return to_numpy(model.xp.concat(outs, axis=0))  # one copy to the host, at the end
