@@ -476,17 +476,25 @@ def spec_of(x: Any) -> str:
     return "<the input's device>"
 
 
-def to_numpy(x: Any) -> np.ndarray:
-    """Copy any array (NumPy, CuPy, a plugin's) to a host NumPy array."""
+def to_numpy(x: Any, copy: bool = False) -> np.ndarray:
+    """Any array (NumPy, CuPy, a plugin's) as a host NumPy array.
+
+    A host array comes back as it is unless ``copy`` is True: pass it when the
+    result will be stored where in-place updates could reach the caller's data.
+    """
     if isinstance(x, np.ndarray | np.generic | int | float | list | tuple):
-        return np.asarray(x)
+        return np.array(x, copy=True) if copy else np.asarray(x)
     for backend in (current(), *_instances.values()):
         if backend.owns(x):
-            return backend.to_numpy(x)
-    try:
-        return np.from_dlpack(x)
-    except Exception:
-        return np.asarray(x)
+            host = backend.to_numpy(x)
+            break
+    else:
+        try:
+            host = np.from_dlpack(x)
+        except Exception:
+            host = np.asarray(x)
+    # device copies are already fresh; zero-copy views (DLPack, CPU tensors) are not
+    return host.copy() if copy and not host.flags.owndata else host
 
 
 def asarray(x: Any, device: str | Backend | None = None, dtype: Any = None) -> Any:

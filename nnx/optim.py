@@ -80,9 +80,10 @@ class Optimizer:
 
         for p, saved in zip(self.params, state["state"], strict=True):
             backend = backend_of(p.value)
-            p.state = {
-                k: backend.asarray(to_numpy(v), to_numpy(v).dtype.name) for k, v in saved.items()
-            }
+            p.state = {}
+            for k, v in saved.items():
+                host = to_numpy(v, copy=True)  # updated in place later: never the caller's memory
+                p.state[k] = backend.asarray(host, host.dtype.name)
         self.steps = int(state["steps"])
         for k, v in state["hyperparameters"].items():
             setattr(self, k, v)

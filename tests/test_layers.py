@@ -174,3 +174,15 @@ def test_repr_and_summary(backend):
     text = model.summary((32, 784))
     assert "(32, 128)" in text and "(32, 10)" in text
     assert "100,480" in text and "Total params: 101,770" in text
+
+
+def test_loaded_state_never_shares_memory(backend):
+    a = nnx.Sequential(nnx.Linear(2, 2))
+    b = nnx.Sequential(nnx.Linear(2, 2))
+    b.load_state_dict(a.state_dict())
+    before = host(a[0].weight.value).copy()
+    opt = nnx.optim.SGD(b.parameters(), lr=1.0)
+    b(nnx.asarray(np.ones((1, 2))))
+    b.backward(nnx.asarray(np.ones((1, 2))))
+    opt.step()  # updates b in place where arrays are writeable
+    np.testing.assert_array_equal(host(a[0].weight.value), before)

@@ -209,7 +209,7 @@ class Layer:
             )
         updates = []
         for name, value in state.items():
-            host = to_numpy(value)
+            host = to_numpy(value, copy=True)  # never share memory with the caller's arrays
             if name in params:
                 target, owner, attr = params[name].value, params[name], "value"
             else:
