@@ -1,0 +1,223 @@
+"""MaxPool2d and AvgPool2d on NCHW inputs (PyTorch semantics, floor mode).
+
+Non-overlapping windows without padding (kernel == stride, e.g. the usual
+2x2 stride 2) are computed from the kh*kw strided "tile" views of the input:
+the 2x2 max is the max of the four quadrant views, several times faster than a
+reshape and a max over two axes.  Other shapes gather windows with the same
+im2col as Conv2d.  Max-pool backward routes each window's gradient to its
+*first* maximum (row-major), as PyTorch does: with ties, such as the zero
+background of MNIST, exactly one input per window receives the gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from nnx.layers.base import Layer
+from nnx.layers.conv import Pair, col2im, im2col, output_size, pad_axis, pair
+
+
+class _Pool2d(Layer):
+    """Shared set-up, shape checks and window plumbing of the 2-D pools."""
+
+    def __init__(
+        self,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] | None,
+        padding: int | tuple[int, int],
+    ) -> None:
+        super().__init__()
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.stride = self.kernel_size if stride is None else pair(stride, "stride")
+        self.padding = pair(padding, "padding", minimum=0)
+        kh, kw = self.kernel_size
+        if self.padding[0] > kh // 2 or self.padding[1] > kw // 2:
+            raise ValueError(
+                f"{type(self).__name__}: padding {self.padding} must be at most half the "
+                f"kernel size {self.kernel_size}"
+            )
+        self.tiles = self.stride == self.kernel_size and self.padding == (0, 0)
+        self._x: Any = None
+        self._y: Any = None
+        self._shape: tuple[int, ...] = ()
+
+    def _out(self, x: Any) -> Pair:
+        if x.ndim != 4:
+            raise ValueError(f"{self.label()} expects inputs (N, C, H, W), got {tuple(x.shape)}")
+        oh, ow = output_size(tuple(x.shape[2:]), self.kernel_size, self.stride, self.padding)
+        if oh < 1 or ow < 1:
+            raise ValueError(
+                f"{self.label()}: input {tuple(x.shape)} is smaller than the window "
+                f"{self.kernel_size}"
+            )
+        return oh, ow
+
+    def _tile_views(self, x: Any, oh: int, ow: int) -> list[Any]:
+        """The kh*kw strided views x[:, :, i::sh, j::sw] cropped to (OH, OW), row-major."""
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        return [
+            x[:, :, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw]
+            for i in range(kh)
+            for j in range(kw)
+        ]
+
+    def _untile(self, pieces: list[Any]) -> Any:
+        """Inverse of the tile views: place each (N, C, OH, OW) piece back, zeros elsewhere.
+
+        Assembled with stacks in channel-height-width-batch order (the layout
+        Conv2d's outputs have on NumPy) and returned as an NCHW view.
+        """
+        xp = self.xp
+        kh, kw = self.kernel_size
+        n, c, h, w = self._shape
+        oh, ow = pieces[0].shape[2:]
+        t = [xp.permute_dims(p, (1, 2, 3, 0)) for p in pieces]  # (C, OH, OW, N)
+        rows = [xp.stack(t[i * kw : (i + 1) * kw], axis=3) for i in range(kh)]
+        dx = xp.reshape(xp.stack(rows, axis=2), (c, oh * kh, ow * kw, n))
+        dx = pad_axis(xp, pad_axis(xp, dx, 1, 0, h - oh * kh), 2, 0, w - ow * kw)
+        return xp.permute_dims(dx, (3, 0, 1, 2))
+
+    def _cols(self, x: Any, fill: float) -> Any:
+        """im2col of ``x`` padded with ``fill``: (C, kh*kw, OH*OW*N)."""
+        xp = self.xp
+        ph, pw = self.padding
+        if fill != 0.0 and (ph or pw):
+            x = pad_axis(xp, pad_axis(xp, x, 2, ph, ph, fill), 3, pw, pw, fill)
+            padding = (0, 0)
+        else:
+            padding = self.padding
+        fast = getattr(self.backend, "im2col", None)
+        args = (self.kernel_size, self.stride, padding)
+        cols = fast(x, *args) if fast is not None else im2col(xp, x, *args)
+        c = x.shape[1]
+        return xp.reshape(cols, (c, self.kernel_size[0] * self.kernel_size[1], -1))
+
+    def _uncols(self, dcols: Any, fill: float) -> Any:
+        """col2im of (C, kh*kw, OH*OW*N) window gradients back to the input's shape."""
+        xp = self.xp
+        n, c, h, w = self._shape
+        ph, pw = self.padding
+        padded = fill != 0.0 and (ph or pw)
+        shape = (n, c, h + 2 * ph, w + 2 * pw) if padded else self._shape
+        padding = (0, 0) if padded else self.padding
+        dcols = xp.reshape(dcols, (dcols.shape[0] * dcols.shape[1], -1))
+        args = (shape, self.kernel_size, self.stride, padding)
+        fast = getattr(self.backend, "col2im", None)
+        dx = fast(dcols, *args) if fast is not None else col2im(xp, dcols, *args)
+        return dx[:, :, ph : ph + h, pw : pw + w] if padded else dx
+
+    def _to_nchw(self, flat: Any, n: int, oh: int, ow: int) -> Any:
+        """(C, OH*OW*N) -> NCHW view."""
+        xp = self.xp
+        return xp.permute_dims(xp.reshape(flat, (flat.shape[0], oh, ow, n)), (3, 0, 1, 2))
+
+    def _from_nchw(self, dy: Any) -> Any:
+        """NCHW -> (C, 1, OH*OW*N)."""
+        xp = self.xp
+        return xp.reshape(xp.permute_dims(dy, (1, 2, 3, 0)), (dy.shape[1], 1, -1))
+
+    def clear(self) -> None:
+        self._x = self._y = None
+
+    def extra_repr(self) -> str:
+        text = f"kernel_size={self.kernel_size}, stride={self.stride}"
+        return text + (f", padding={self.padding}" if self.padding != (0, 0) else "")
+
+
+class MaxPool2d(_Pool2d):
+    """Max over kh x kw windows; padding counts as -inf; ties send the gradient to the first max."""
+
+    def __init__(
+        self,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] | None = None,
+        padding: int | tuple[int, int] = 0,
+    ) -> None:
+        super().__init__(kernel_size, stride, padding)
+
+    def forward(self, x: Any) -> Any:
+        xp = self.xp
+        oh, ow = self._out(x)
+        if self.tiles:
+            views = self._tile_views(x, oh, ow)
+            while len(views) > 1:  # pairwise: the 2x2 case is max(max(a, b), max(c, d))
+                pairs = [xp.maximum(a, b) for a, b in zip(views[::2], views[1::2], strict=False)]
+                views = pairs + ([views[-1]] if len(views) % 2 else [])
+            y = views[0]
+            keep = x
+        else:
+            cols = self._cols(x, -math.inf)
+            y = self._to_nchw(xp.max(cols, axis=1), x.shape[0], oh, ow)
+            keep = xp.argmax(cols, axis=1) if self.training else None
+        if self.training:
+            self._x, self._y, self._shape = keep, y, tuple(x.shape)
+        else:
+            self._x = self._y = None
+        return y
+
+    def backward(self, dy: Any) -> Any:
+        if self._x is None:
+            raise self._no_forward()
+        xp = self.xp
+        if not self.requires_input_grad:
+            return None
+        if self.tiles:
+            y = self._y
+            views = self._tile_views(self._x, y.shape[2], y.shape[3])
+            pieces, rest = [], dy
+            for v in views[:-1]:
+                first = v == y
+                pieces.append(xp.where(first, rest, 0.0))
+                rest = xp.where(first, 0.0, rest)  # later ties get nothing
+            pieces.append(rest)
+            return self._untile(pieces)
+        index = self._x  # (C, OH*OW*N): argmax gives the first maximum
+        kk = self.kernel_size[0] * self.kernel_size[1]
+        slots = xp.reshape(xp.arange(kk, dtype=index.dtype, device=dy.device), (1, kk, 1))
+        dcols = xp.where(slots == index[:, None, :], self._from_nchw(dy), 0.0)
+        return self._uncols(dcols, -math.inf)
+
+
+class AvgPool2d(_Pool2d):
+    """Mean over kh x kw windows; zero padding counts in the mean (count_include_pad=True)."""
+
+    def __init__(
+        self,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] | None = None,
+        padding: int | tuple[int, int] = 0,
+    ) -> None:
+        super().__init__(kernel_size, stride, padding)
+        self._scale = 1.0 / (self.kernel_size[0] * self.kernel_size[1])
+
+    def forward(self, x: Any) -> Any:
+        xp = self.xp
+        oh, ow = self._out(x)
+        if self.tiles:
+            views = self._tile_views(x, oh, ow)
+            total = views[0]
+            for v in views[1:]:
+                total = total + v
+            y = total * self._scale
+        else:
+            cols = self._cols(x, 0.0)
+            y = self._to_nchw(xp.sum(cols, axis=1) * self._scale, x.shape[0], oh, ow)
+        if self.training:
+            self._shape, self._y = tuple(x.shape), (oh, ow)
+        else:
+            self._y = None
+        return y
+
+    def backward(self, dy: Any) -> Any:
+        if self._y is None:
+            raise self._no_forward()
+        if not self.requires_input_grad:
+            return None
+        xp = self.xp
+        g = dy * self._scale
+        kk = self.kernel_size[0] * self.kernel_size[1]
+        if self.tiles:
+            return self._untile([g] * kk)
+        g = self._from_nchw(g)
+        return self._uncols(xp.broadcast_to(g, (g.shape[0], kk, g.shape[2])), 0.0)

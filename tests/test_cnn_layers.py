@@ -1,0 +1,475 @@
+"""CNN layers (Conv2d, pools, BatchNorm, Dropout, Flatten) on every backend.
+
+Forward values are checked against hand-written NumPy loops (and against
+torch.nn.functional when torch is importable), gradients with nnx.gradcheck.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import dtype_name, host
+
+import nnx
+from nnx.layers import conv as conv_module
+
+RNG = np.random.default_rng(1234)
+
+
+def data(*shape: int, seed: int = 0) -> np.ndarray:
+    """Float32 standard normal host data."""
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+# -- independent references: plain loops over output pixels -----------------------------------
+
+
+def pad(x: np.ndarray, p: tuple[int, int], value: float = 0.0) -> np.ndarray:
+    return np.pad(x, ((0, 0), (0, 0), (p[0], p[0]), (p[1], p[1])), constant_values=value)
+
+
+def windows(x: np.ndarray, k: tuple[int, int], s: tuple[int, int]):
+    """Yield (i, j, window) for every output position of an already padded NCHW x."""
+    oh = (x.shape[2] - k[0]) // s[0] + 1
+    ow = (x.shape[3] - k[1]) // s[1] + 1
+    for i in range(oh):
+        for j in range(ow):
+            yield i, j, x[:, :, i * s[0] : i * s[0] + k[0], j * s[1] : j * s[1] + k[1]]
+
+
+def conv_ref(x, w, b, stride=(1, 1), padding=(0, 0)) -> np.ndarray:
+    x = pad(x.astype(np.float64), padding)
+    k = w.shape[2:]
+    oh = (x.shape[2] - k[0]) // stride[0] + 1
+    ow = (x.shape[3] - k[1]) // stride[1] + 1
+    out = np.zeros((x.shape[0], w.shape[0], oh, ow))
+    for i, j, win in windows(x, k, stride):
+        out[:, :, i, j] = np.einsum("nchw,ochw->no", win, w)
+    return out + (0 if b is None else b[None, :, None, None])
+
+
+def pool_ref(x, kernel, stride, padding, how) -> np.ndarray:
+    x = pad(x.astype(np.float64), padding, -np.inf if how == "max" else 0.0)
+    oh = (x.shape[2] - kernel[0]) // stride[0] + 1
+    ow = (x.shape[3] - kernel[1]) // stride[1] + 1
+    out = np.zeros((x.shape[0], x.shape[1], oh, ow))
+    for i, j, win in windows(x, kernel, stride):
+        out[:, :, i, j] = win.max(axis=(2, 3)) if how == "max" else win.mean(axis=(2, 3))
+    return out
+
+
+def batchnorm_ref(x, gamma, beta, eps, axes):
+    mean = x.mean(axis=axes, keepdims=True)
+    var = x.var(axis=axes, keepdims=True)
+    shape = [1] * x.ndim
+    shape[1] = -1
+    return (x - mean) / np.sqrt(var + eps) * gamma.reshape(shape) + beta.reshape(shape)
+
+
+# -- gradients -------------------------------------------------------------------------------
+
+GRADCHECK_CASES = {
+    "conv_stride2_pad1": (lambda: nnx.Conv2d(2, 3, 3, stride=2, padding=1), (2, 2, 5, 4)),
+    "conv_rect_nobias": (lambda: nnx.Conv2d(1, 2, (2, 3), bias=False), (2, 1, 4, 5)),
+    "conv_stride_pad_pairs": (
+        lambda: nnx.Conv2d(2, 2, 2, stride=(1, 2), padding=(0, 1)),
+        (1, 2, 3, 4),
+    ),
+    "maxpool2": (lambda: nnx.MaxPool2d(2), (2, 2, 5, 4)),
+    "maxpool3_s2_p1": (lambda: nnx.MaxPool2d(3, stride=2, padding=1), (2, 2, 5, 4)),
+    "avgpool2": (lambda: nnx.AvgPool2d(2), (2, 2, 5, 4)),
+    "avgpool3_s2_p1": (lambda: nnx.AvgPool2d(3, stride=2, padding=1), (2, 2, 5, 4)),
+    "batchnorm2d": (lambda: nnx.BatchNorm2d(2), (3, 2, 3, 2)),
+    "batchnorm2d_noaffine": (lambda: nnx.BatchNorm2d(2, affine=False), (3, 2, 2, 2)),
+    "batchnorm1d": (lambda: nnx.BatchNorm1d(3), (5, 3)),
+    "batchnorm1d_ncl": (lambda: nnx.BatchNorm1d(2), (3, 2, 4)),
+    "dropout": (lambda: nnx.Dropout(0.4), (3, 2, 2, 3)),
+    "flatten": (lambda: nnx.Flatten(), (2, 2, 3, 2)),
+}
+
+
+@pytest.mark.parametrize("case", list(GRADCHECK_CASES))
+def test_gradcheck(backend, case):
+    make, shape = GRADCHECK_CASES[case]
+    layer = make()
+    # distinct values (no ties) so the max is differentiable at the check point
+    x = RNG.permutation(np.arange(np.prod(shape), dtype=np.float64)).reshape(shape) / 7.0 - 1.0
+    if case.startswith(("batchnorm", "dropout", "conv", "flatten")):
+        x = np.random.default_rng(3).standard_normal(shape)
+    result = nnx.gradcheck(layer, x)
+    assert result.ok, str(result)
+
+
+def test_gradcheck_small_cnn(backend):
+    """The layers composed: layouts handed between them (views, permutations) stay right."""
+    model = nnx.Sequential(
+        nnx.Conv2d(1, 2, 3, padding=1),
+        nnx.BatchNorm2d(2),
+        nnx.ReLU(),
+        nnx.MaxPool2d(2),
+        nnx.Conv2d(2, 2, 2),
+        nnx.AvgPool2d(1),
+        nnx.Flatten(),
+        nnx.Dropout(0.2),
+        nnx.Linear(2, 2),
+    )
+    x = np.random.default_rng(5).standard_normal((2, 1, 4, 4))
+    result = nnx.gradcheck(model, x)
+    assert result.ok, str(result)
+
+
+# -- forward values against the references ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cin, cout, kernel, stride, padding, hw",
+    [
+        (1, 4, (5, 5), (1, 1), (0, 0), (9, 8)),
+        (3, 2, (3, 3), (2, 2), (1, 1), (7, 6)),
+        (2, 3, (2, 3), (1, 2), (0, 1), (5, 6)),
+        (2, 2, (1, 1), (3, 3), (0, 0), (7, 7)),
+    ],
+)
+def test_conv_forward_matches_reference(backend, cin, cout, kernel, stride, padding, hw):
+    layer = nnx.Conv2d(cin, cout, kernel, stride=stride, padding=padding)
+    b = data(cout, seed=9)
+    layer.bias.value = nnx.asarray(b)
+    x = data(3, cin, *hw)
+    y = layer(nnx.asarray(x))
+    expected = conv_ref(x, host(layer.weight.value), b, stride, padding)
+    assert tuple(y.shape) == expected.shape
+    assert dtype_name(y) == "float32" and backend.owns(y)
+    np.testing.assert_allclose(host(y), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_conv_backward_dtype_device_and_shapes(backend):
+    layer = nnx.Conv2d(2, 3, 3, stride=2, padding=1)
+    x = nnx.asarray(data(2, 2, 6, 5))
+    y = layer(x)
+    dx = layer.backward(nnx.asarray(np.ones(tuple(y.shape), np.float32)))
+    assert tuple(dx.shape) == (2, 2, 6, 5)
+    for a in (y, dx, layer.weight.grad, layer.bias.grad):
+        assert dtype_name(a) == "float32" and backend.owns(a)
+    assert tuple(layer.weight.grad.shape) == (3, 2, 3, 3)
+    # d sum(y) / d bias = number of output pixels per sample times batch
+    np.testing.assert_allclose(host(layer.bias.grad), np.full(3, 2 * 3 * 3), rtol=1e-6)
+
+
+def test_conv_wrong_channel_count_names_layer_and_shapes(backend):
+    layer = nnx.Conv2d(3, 4, 3)
+    with pytest.raises(ValueError, match=r"Conv2d\(3, 4.*\(N, 3, H, W\).*\(2, 1, 8, 8\)"):
+        layer(nnx.asarray(np.zeros((2, 1, 8, 8), np.float32)))
+    with pytest.raises(ValueError, match="smaller than the kernel"):
+        layer(nnx.asarray(np.zeros((1, 3, 2, 2), np.float32)))
+    with pytest.raises(ValueError, match="kernel_size"):
+        nnx.Conv2d(1, 1, 0)
+
+
+@pytest.mark.parametrize(
+    "kernel, stride, padding, hw",
+    [
+        ((2, 2), (2, 2), (0, 0), (6, 8)),
+        ((2, 2), (2, 2), (0, 0), (7, 5)),  # odd sizes: the last row/column is dropped
+        ((3, 3), (3, 3), (0, 0), (7, 9)),
+        ((3, 3), (2, 2), (1, 1), (7, 6)),
+        ((2, 3), (1, 2), (1, 1), (5, 6)),
+    ],
+)
+@pytest.mark.parametrize("how", ["max", "avg"])
+def test_pool_forward_matches_reference(backend, kernel, stride, padding, hw, how):
+    cls = nnx.MaxPool2d if how == "max" else nnx.AvgPool2d
+    layer = cls(kernel, stride=stride, padding=padding)
+    x = data(2, 3, *hw)
+    y = layer(nnx.asarray(x))
+    expected = pool_ref(x, kernel, stride, padding, how)
+    assert tuple(y.shape) == expected.shape
+    assert dtype_name(y) == "float32" and backend.owns(y)
+    np.testing.assert_allclose(host(y), expected, rtol=1e-6, atol=1e-6)
+    dx = layer.backward(nnx.asarray(np.ones(expected.shape, np.float32)))
+    assert tuple(dx.shape) == x.shape
+    assert dtype_name(dx) == "float32" and backend.owns(dx)
+
+
+@pytest.mark.parametrize("kernel, hw", [(2, (6, 6)), (2, (7, 5)), (3, (9, 7))])
+def test_maxpool_ties_route_to_the_first_maximum_only(backend, kernel, hw):
+    layer = nnx.MaxPool2d(kernel)
+    x = nnx.asarray(np.zeros((2, 3, *hw), np.float32))
+    y = layer(x)
+    dx = host(layer.backward(nnx.asarray(np.ones(tuple(y.shape), np.float32))))
+    oh, ow = hw[0] // kernel, hw[1] // kernel
+    expected = np.zeros((2, 3, *hw), np.float32)
+    expected[:, :, : oh * kernel : kernel, : ow * kernel : kernel] = 1.0  # top-left of each window
+    np.testing.assert_array_equal(dx, expected)
+    for _, _, win in windows(dx, (kernel, kernel), (kernel, kernel)):
+        assert (win.sum(axis=(2, 3)) == 1).all()
+
+
+def test_maxpool_general_path_ties(backend):
+    """Overlapping and padded windows go through im2col; ties still pick the first maximum."""
+    layer = nnx.MaxPool2d(2, stride=1)
+    x = nnx.asarray(np.zeros((1, 1, 4, 4), np.float32))
+    dx = host(layer.backward(nnx.asarray(np.ones(tuple(layer(x).shape), np.float32))))
+    expected = np.zeros((1, 1, 4, 4), np.float32)
+    expected[:, :, :3, :3] = 1.0  # every window's first element is its top-left
+    np.testing.assert_array_equal(dx, expected)
+    layer = nnx.MaxPool2d(3, stride=3, padding=1)  # -inf padding never wins
+    dx = host(layer.backward(nnx.asarray(np.ones(tuple(layer(x).shape), np.float32))))
+    expected = np.zeros((1, 1, 4, 4), np.float32)
+    expected[0, 0, [0, 0, 2, 2], [0, 2, 0, 2]] = 1.0  # padded rows/columns -1 and 4 never win
+    np.testing.assert_array_equal(dx, expected)
+
+
+def test_maxpool_backward_matches_reference_routing(backend):
+    x = data(2, 2, 6, 6, seed=4)
+    x[0, 0, :2, :2] = 5.0  # a tie inside one window
+    layer = nnx.MaxPool2d(2)
+    y = layer(nnx.asarray(x))
+    dy = data(*y.shape, seed=5)
+    dx = host(layer.backward(nnx.asarray(dy)))
+    expected = np.zeros_like(x)
+    for i, j, win in windows(x, (2, 2), (2, 2)):
+        flat = win.reshape(2, 2, 4).argmax(axis=2)  # numpy's argmax: the first maximum
+        for n in range(2):
+            for c in range(2):
+                a, b = divmod(int(flat[n, c]), 2)
+                expected[n, c, 2 * i + a, 2 * j + b] = dy[n, c, i, j]
+    np.testing.assert_array_equal(dx, expected)
+
+
+def test_pool_argument_checks(backend):
+    with pytest.raises(ValueError, match="half the kernel"):
+        nnx.MaxPool2d(2, padding=2)
+    with pytest.raises(ValueError, match=r"MaxPool2d.*\(N, C, H, W\)"):
+        nnx.MaxPool2d(2)(nnx.asarray(np.zeros((2, 4), np.float32)))
+    assert nnx.AvgPool2d(3).stride == (3, 3)
+
+
+# -- batch norm ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cls, shape, axes",
+    [
+        (nnx.BatchNorm2d, (4, 3, 5, 2), (0, 2, 3)),
+        (nnx.BatchNorm1d, (6, 3), (0,)),
+        (nnx.BatchNorm1d, (4, 3, 5), (0, 2)),
+    ],
+)
+def test_batchnorm_train_and_eval_match_reference(backend, cls, shape, axes):
+    layer = cls(3, eps=1e-3, momentum=0.2)
+    gamma, beta = data(3, seed=1) + 2.0, data(3, seed=2)
+    layer.weight.value, layer.bias.value = nnx.asarray(gamma), nnx.asarray(beta)
+    x1, x2 = data(*shape, seed=3) * 2 + 1, data(*shape, seed=4) - 0.5
+    y1 = layer(nnx.asarray(x1))
+    assert dtype_name(y1) == "float32" and backend.owns(y1)
+    np.testing.assert_allclose(host(y1), batchnorm_ref(x1, gamma, beta, 1e-3, axes), atol=1e-5)
+    layer(nnx.asarray(x2))
+    rm, rv = np.zeros(3), np.ones(3)
+    for x in (x1, x2):  # PyTorch: unbiased variance for the running estimate
+        rm = 0.8 * rm + 0.2 * x.mean(axis=axes)
+        rv = 0.8 * rv + 0.2 * x.var(axis=axes, ddof=1)
+    for buf, want in ((layer.running_mean, rm), (layer.running_var, rv)):
+        assert dtype_name(buf) == "float32" and backend.owns(buf)
+        np.testing.assert_allclose(host(buf), want, rtol=1e-5, atol=1e-6)
+    layer.eval()
+    y = layer(nnx.asarray(x1))
+    bshape = [1] * len(shape)
+    bshape[1] = 3
+    expected = (x1 - rm.reshape(bshape)) / np.sqrt(rv.reshape(bshape) + 1e-3)
+    expected = expected * gamma.reshape(bshape) + beta.reshape(bshape)
+    np.testing.assert_allclose(host(y), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(host(layer.running_mean), rm, rtol=1e-5)  # eval updates nothing
+    with pytest.raises(RuntimeError, match="eval mode"):
+        layer.backward(nnx.asarray(np.ones(shape, np.float32)))
+
+
+def test_batchnorm_buffers_in_state_dict_and_checks(backend):
+    model = nnx.Sequential(nnx.Conv2d(1, 2, 3), nnx.BatchNorm2d(2))
+    state = model.state_dict()
+    assert {"1.running_mean", "1.running_var", "1.weight", "1.bias"} <= set(state)
+    model(nnx.asarray(data(4, 1, 5, 5)))
+    other = nnx.Sequential(nnx.Conv2d(1, 2, 3), nnx.BatchNorm2d(2))
+    other.load_state_dict(model.state_dict())
+    np.testing.assert_array_equal(host(other[1].running_var), host(model[1].running_var))
+    with pytest.raises(ValueError, match=r"BatchNorm2d\(2.*\(N, C, H, W\).*\(4, 3, 5, 5\)"):
+        model[1](nnx.asarray(np.zeros((4, 3, 5, 5), np.float32)))
+    with pytest.raises(ValueError, match="more than one value per channel"):
+        nnx.BatchNorm1d(2)(nnx.asarray(np.zeros((1, 2), np.float32)))
+
+
+# -- dropout and flatten ---------------------------------------------------------------------------
+
+
+def test_dropout_eval_is_identity_and_keeps_nothing(backend):
+    layer = nnx.Dropout(0.5).eval()
+    x = nnx.asarray(data(4, 5))
+    np.testing.assert_array_equal(host(layer(x)), host(x))
+    with pytest.raises(RuntimeError, match="eval mode"):
+        layer.backward(x)
+    layer = nnx.Dropout(0.0)
+    np.testing.assert_array_equal(host(layer(x)), host(x))
+    np.testing.assert_array_equal(host(layer.backward(x)), host(x))
+
+
+def test_dropout_train_scales_kept_units_and_masks_gradient(backend):
+    p = 0.25
+    layer = nnx.Dropout(p)
+    x = data(50, 40) + 5.0  # no zeros in the input
+    y = host(layer(nnx.asarray(x)))
+    kept = y != 0
+    np.testing.assert_allclose(y[kept], x[kept] / (1 - p), rtol=1e-6)
+    assert abs(kept.mean() - (1 - p)) < 0.05
+    dx = host(layer.backward(nnx.asarray(np.ones(x.shape, np.float32))))
+    np.testing.assert_allclose(dx, np.where(kept, 1 / (1 - p), 0.0), rtol=1e-6)
+    assert dtype_name(layer(nnx.asarray(x))) == "float32"
+
+
+def test_dropout_same_seed_same_mask(backend):
+    layer = nnx.Dropout(0.5)
+    x = nnx.asarray(np.ones((8, 8), np.float32))
+    nnx.manual_seed(7)
+    first = host(layer(x))
+    second = host(layer(x))
+    nnx.manual_seed(7)
+    again = host(layer(x))
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, second)  # a fresh mask every step
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.0, 1.5])
+def test_dropout_rejects_bad_probability(p):
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        nnx.Dropout(p)
+
+
+def test_flatten(backend):
+    layer = nnx.Flatten()
+    x = data(2, 3, 4, 5)
+    y = layer(nnx.asarray(x))
+    np.testing.assert_array_equal(host(y), x.reshape(2, -1))
+    dx = layer.backward(y)
+    np.testing.assert_array_equal(host(dx), x)
+    assert tuple(nnx.Flatten(2)(nnx.asarray(x)).shape) == (2, 3, 20)
+    with pytest.raises(ValueError, match="cannot flatten"):
+        layer(nnx.asarray(np.zeros(3, np.float32)))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: nnx.Conv2d(2, 2, 3),
+        lambda: nnx.MaxPool2d(2),
+        lambda: nnx.MaxPool2d(3, stride=1),
+        lambda: nnx.AvgPool2d(2),
+        lambda: nnx.BatchNorm2d(2),
+        lambda: nnx.Dropout(0.3),
+        lambda: nnx.Flatten(),
+    ],
+)
+def test_backward_without_forward_and_eval_keeps_nothing(backend, make):
+    layer = make()
+    with pytest.raises(RuntimeError, match="without a forward pass"):
+        layer.backward(nnx.asarray(np.ones((2, 2, 2, 2), np.float32)))
+    layer.train()
+    layer(nnx.asarray(data(2, 2, 6, 6)))
+    layer.clear()
+    with pytest.raises(RuntimeError, match="without a forward pass"):
+        layer.backward(nnx.asarray(np.ones((2, 2, 2, 2), np.float32)))
+    layer.eval()
+    y = layer(nnx.asarray(data(2, 2, 6, 6)))
+    assert dtype_name(y) == "float32" and backend.owns(y)
+    with pytest.raises(RuntimeError, match="eval mode"):
+        layer.backward(y)
+
+
+# -- im2col fast path vs portable spelling -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "shape, kernel, stride, padding",
+    [
+        ((3, 2, 7, 6), (3, 3), (1, 1), (0, 0)),
+        ((3, 2, 7, 6), (3, 3), (2, 2), (1, 1)),
+        ((2, 3, 8, 9), (2, 3), (1, 2), (0, 1)),
+        ((2, 1, 9, 9), (5, 5), (3, 2), (2, 2)),
+        ((4, 2, 5, 5), (1, 1), (1, 1), (0, 0)),
+    ],
+)
+def test_numpy_im2col_fast_path_matches_portable(shape, kernel, stride, padding):
+    fast = nnx.get_backend("numpy")
+    xp = fast.xp
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(shape).astype(np.float32)
+    args = (kernel, stride, padding)
+    cols_fast = fast.im2col(x, *args)
+    cols_portable = conv_module.im2col(xp, x, *args)
+    np.testing.assert_array_equal(cols_fast, cols_portable)
+    # a non-contiguous input (what a conv hands on) gives the same windows
+    xt = np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+    np.testing.assert_array_equal(fast.im2col(xt, *args), cols_portable)
+    c = rng.standard_normal(cols_fast.shape).astype(np.float32)
+    back_fast = fast.col2im(c, shape, *args)
+    back_portable = conv_module.col2im(xp, c, shape, *args)
+    np.testing.assert_allclose(back_fast, back_portable, rtol=1e-6, atol=1e-6)
+    # col2im is the adjoint of im2col: <im2col(x), c> == <x, col2im(c)>
+    lhs = float(np.sum(cols_fast.astype(np.float64) * c))
+    rhs = float(np.sum(x.astype(np.float64) * back_fast))
+    assert abs(lhs - rhs) < 1e-3 * max(1.0, abs(lhs))
+
+
+def test_conv_portable_path_used_without_fast_path(backend, monkeypatch):
+    """Layers fall back to the portable spelling on a backend without im2col."""
+    layer = nnx.Conv2d(2, 2, 3, padding=1)
+    x = nnx.asarray(data(2, 2, 5, 5))
+    y_default = host(layer(x))
+    dx_default = host(layer.backward(nnx.asarray(np.ones((2, 2, 5, 5), np.float32))))
+    for name in ("im2col", "col2im"):
+        if hasattr(type(backend), name):
+            monkeypatch.setattr(type(backend), name, None)
+    layer.zero_grad()
+    np.testing.assert_allclose(host(layer(x)), y_default, rtol=1e-5, atol=1e-6)
+    dx = layer.backward(nnx.asarray(np.ones((2, 2, 5, 5), np.float32)))
+    np.testing.assert_allclose(host(dx), dx_default, rtol=1e-5, atol=1e-6)
+
+
+# -- against PyTorch, when it is importable ------------------------------------------------------
+
+
+def test_matches_torch_functional(backend):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    x = data(3, 2, 9, 8, seed=21)
+    tx = torch.from_numpy(x)
+    conv = nnx.Conv2d(2, 4, 3, stride=2, padding=1)
+    w = host(conv.weight.value)
+    b = data(4, seed=22)
+    conv.bias.value = nnx.asarray(b)
+    got = host(conv(nnx.asarray(x)))
+    want = F.conv2d(tx, torch.from_numpy(w), torch.from_numpy(b), stride=2, padding=1)
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-5)
+    for layer, fn in [
+        (nnx.MaxPool2d(3, 2, 1), lambda t: F.max_pool2d(t, 3, 2, 1)),
+        (nnx.MaxPool2d(2), lambda t: F.max_pool2d(t, 2)),
+        (nnx.AvgPool2d(3, 2, 1), lambda t: F.avg_pool2d(t, 3, 2, 1)),
+        (nnx.AvgPool2d(2), lambda t: F.avg_pool2d(t, 2)),
+    ]:
+        np.testing.assert_allclose(host(layer(nnx.asarray(x))), fn(tx).numpy(), rtol=1e-6)
+    # max-pool gradient routing with ties, as PyTorch routes it
+    z = torch.zeros(1, 1, 6, 6, requires_grad=True)
+    F.max_pool2d(z, 2).sum().backward()
+    mp = nnx.MaxPool2d(2)
+    mp(nnx.asarray(np.zeros((1, 1, 6, 6), np.float32)))
+    np.testing.assert_array_equal(
+        host(mp.backward(nnx.asarray(np.ones((1, 1, 3, 3), np.float32)))), z.grad.numpy()
+    )
+    bn, tbn = nnx.BatchNorm2d(2), torch.nn.BatchNorm2d(2)
+    for seed in (1, 2):
+        xi = data(4, 2, 3, 3, seed=seed)
+        np.testing.assert_allclose(
+            host(bn(nnx.asarray(xi))), tbn(torch.from_numpy(xi)).detach().numpy(), atol=1e-5
+        )
+    np.testing.assert_allclose(host(bn.running_var), tbn.running_var.numpy(), rtol=1e-5)
+    bn.eval(), tbn.eval()
+    np.testing.assert_allclose(
+        host(bn(nnx.asarray(x))), tbn(tx).detach().numpy(), rtol=1e-5, atol=1e-5
+    )
