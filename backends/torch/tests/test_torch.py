@@ -22,3 +22,28 @@ def test_specs_and_reasons():
             nnx.get_backend("torch:cuda:0")
     with pytest.raises(nnx.BackendError, match="supports 'cpu' and 'cuda"):
         nnx.get_backend("torch:mps")
+
+
+def test_the_fast_path_of_the_guide_matches_the_portable_code(monkeypatch):
+    """docs/adding-a-backend.md shows these two methods as an optional fast path."""
+    from nnx_torch import TorchBackend
+
+    from nnx import backend as registry
+
+    F = torch.nn.functional
+
+    class FastTorch(TorchBackend):
+        name = "torch_unfold"
+
+        def im2col(self, x, kernel, stride, padding):
+            cols = F.unfold(x, kernel, padding=padding, stride=stride)  # (N, C*kh*kw, OH*OW)
+            return cols.permute(1, 2, 0).reshape(cols.shape[1], -1)  # (C*kh*kw, OH*OW*N)
+
+        def col2im(self, cols, shape, kernel, stride, padding):
+            d = cols.reshape(cols.shape[0], -1, shape[0]).permute(2, 0, 1)
+            return F.fold(d, shape[2:], kernel, padding=padding, stride=stride)
+
+    for attr in ("_factories", "_sources", "_instances"):
+        monkeypatch.setattr(registry, attr, dict(getattr(registry, attr)))
+    nnx.register_backend("torch_unfold", FastTorch)
+    assert_conformant("torch_unfold:cpu", only=["fast_paths", "gradcheck:Conv2d", "device"])
