@@ -177,20 +177,29 @@ class NumpyBackend(Backend):
         kernel: tuple[int, int],
         stride: tuple[int, int],
         padding: tuple[int, int],
+        batch_last: bool = True,
     ) -> np.ndarray:
-        """NCHW ``x`` -> windows ``(C*kh*kw, OH*OW*N)`` with one copy (sliding_window_view)."""
+        """NCHW ``x`` -> windows ``(C*kh*kw, pixels)`` with one copy (sliding_window_view)."""
         (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
         n, c, h, w = x.shape
         oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-        xt = x.transpose(1, 2, 3, 0)  # (C, H, W, N): a view when x came from a conv
+        # (C, H, W, N) or (C, N, H, W), contiguous: the window copy reads long runs
+        xt = x.transpose(1, 2, 3, 0) if batch_last else x.transpose(1, 0, 2, 3)
+        a = 1 if batch_last else 2  # first spatial axis
         if ph or pw:
-            padded = np.zeros((c, h + 2 * ph, w + 2 * pw, n), dtype=x.dtype)
-            padded[:, ph : ph + h, pw : pw + w] = xt
+            shape = list(xt.shape)
+            shape[a], shape[a + 1] = h + 2 * ph, w + 2 * pw
+            padded = np.zeros(shape, dtype=x.dtype)
+            index = [slice(None)] * 4
+            index[a], index[a + 1] = slice(ph, ph + h), slice(pw, pw + w)
+            padded[tuple(index)] = xt
             xt = padded
         else:
             xt = np.ascontiguousarray(xt)
-        win = np.lib.stride_tricks.sliding_window_view(xt, (kh, kw), axis=(1, 2))
-        win = win[:, : sh * (oh - 1) + 1 : sh, : sw * (ow - 1) + 1 : sw]  # (C, OH, OW, N, kh, kw)
+        win = np.lib.stride_tricks.sliding_window_view(xt, (kh, kw), axis=(a, a + 1))
+        index = [slice(None)] * 4
+        index[a], index[a + 1] = slice(0, sh * (oh - 1) + 1, sh), slice(0, sw * (ow - 1) + 1, sw)
+        win = win[tuple(index)]  # (C, OH, OW, N, kh, kw) or (C, N, OH, OW, kh, kw)
         return win.transpose(0, 4, 5, 1, 2, 3).reshape(c * kh * kw, oh * ow * n)
 
     def col2im(
@@ -200,21 +209,30 @@ class NumpyBackend(Backend):
         kernel: tuple[int, int],
         stride: tuple[int, int],
         padding: tuple[int, int],
+        batch_last: bool = True,
     ) -> np.ndarray:
-        """Sum windows ``(C*kh*kw, OH*OW*N)`` back into NCHW ``shape`` (kh*kw in-place adds)."""
+        """Sum windows ``(C*kh*kw, pixels)`` back into NCHW ``shape`` (kh*kw in-place adds)."""
         (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
         n, c, h, w = shape
         oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-        d6 = cols.reshape(c, kh, kw, oh, ow, n)
-        out = np.zeros((c, h + 2 * ph, w + 2 * pw, n), dtype=cols.dtype)
+        hp, wp = h + 2 * ph, w + 2 * pw
+        if batch_last:
+            d = cols.reshape(c, kh, kw, oh, ow, n)
+            out = np.zeros((c, hp, wp, n), dtype=cols.dtype)
+            a = 1
+        else:
+            d = cols.reshape(c, kh, kw, n, oh, ow).transpose(3, 0, 1, 2, 4, 5)
+            out = np.zeros((n, c, hp, wp), dtype=cols.dtype)
+            a = 2
+        index = [slice(None)] * 4
         for i in range(kh):
             for j in range(kw):
-                rows, cols_ = (
-                    slice(i, i + sh * (oh - 1) + 1, sh),
-                    slice(j, j + sw * (ow - 1) + 1, sw),
-                )
-                out[:, rows, cols_] += d6[:, i, j]
-        return out[:, ph : ph + h, pw : pw + w].transpose(3, 0, 1, 2)
+                index[a] = slice(i, i + sh * (oh - 1) + 1, sh)
+                index[a + 1] = slice(j, j + sw * (ow - 1) + 1, sw)
+                out[tuple(index)] += d[:, i, j] if batch_last else d[:, :, i, j]
+        index[a], index[a + 1] = slice(ph, ph + h), slice(pw, pw + w)
+        out = out[tuple(index)]
+        return np.ascontiguousarray(out.transpose(3, 0, 1, 2) if batch_last else out)
 
 
 class CupyBackend(Backend):

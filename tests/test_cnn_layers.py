@@ -68,12 +68,22 @@ def batchnorm_ref(x, gamma, beta, eps, axes):
 
 # -- gradients -------------------------------------------------------------------------------
 
+
+def _batch_outer(layer: nnx.Conv2d) -> nnx.Conv2d:
+    layer.wide = 0  # the batch-outermost window layout, used for wide outputs
+    return layer
+
+
 GRADCHECK_CASES = {
     "conv_stride2_pad1": (lambda: nnx.Conv2d(2, 3, 3, stride=2, padding=1), (2, 2, 5, 4)),
     "conv_rect_nobias": (lambda: nnx.Conv2d(1, 2, (2, 3), bias=False), (2, 1, 4, 5)),
     "conv_stride_pad_pairs": (
         lambda: nnx.Conv2d(2, 2, 2, stride=(1, 2), padding=(0, 1)),
         (1, 2, 3, 4),
+    ),
+    "conv_batch_outer": (
+        lambda: _batch_outer(nnx.Conv2d(2, 2, 3, stride=2, padding=1)),
+        (2, 2, 4, 5),
     ),
     "maxpool2": (lambda: nnx.MaxPool2d(2), (2, 2, 5, 4)),
     "maxpool3_s2_p1": (lambda: nnx.MaxPool2d(3, stride=2, padding=1), (2, 2, 5, 4)),
@@ -130,8 +140,10 @@ def test_gradcheck_small_cnn(backend):
         (2, 2, (1, 1), (3, 3), (0, 0), (7, 7)),
     ],
 )
-def test_conv_forward_matches_reference(backend, cin, cout, kernel, stride, padding, hw):
+@pytest.mark.parametrize("wide", [0, 10**9], ids=["batch_outer", "batch_inner"])
+def test_conv_forward_matches_reference(backend, cin, cout, kernel, stride, padding, hw, wide):
     layer = nnx.Conv2d(cin, cout, kernel, stride=stride, padding=padding)
+    layer.wide = wide  # force either window layout
     b = data(cout, seed=9)
     layer.bias.value = nnx.asarray(b)
     x = data(3, cin, *hw)
@@ -395,12 +407,13 @@ def test_backward_without_forward_and_eval_keeps_nothing(backend, make):
         ((4, 2, 5, 5), (1, 1), (1, 1), (0, 0)),
     ],
 )
-def test_numpy_im2col_fast_path_matches_portable(shape, kernel, stride, padding):
+@pytest.mark.parametrize("batch_last", [True, False])
+def test_numpy_im2col_fast_path_matches_portable(shape, kernel, stride, padding, batch_last):
     fast = nnx.get_backend("numpy")
     xp = fast.xp
     rng = np.random.default_rng(11)
     x = rng.standard_normal(shape).astype(np.float32)
-    args = (kernel, stride, padding)
+    args = (kernel, stride, padding, batch_last)
     cols_fast = fast.im2col(x, *args)
     cols_portable = conv_module.im2col(xp, x, *args)
     np.testing.assert_array_equal(cols_fast, cols_portable)
@@ -417,9 +430,11 @@ def test_numpy_im2col_fast_path_matches_portable(shape, kernel, stride, padding)
     assert abs(lhs - rhs) < 1e-3 * max(1.0, abs(lhs))
 
 
-def test_conv_portable_path_used_without_fast_path(backend, monkeypatch):
+@pytest.mark.parametrize("wide", [0, 10**9])
+def test_conv_portable_path_used_without_fast_path(backend, monkeypatch, wide):
     """Layers fall back to the portable spelling on a backend without im2col."""
     layer = nnx.Conv2d(2, 2, 3, padding=1)
+    layer.wide = wide
     x = nnx.asarray(data(2, 2, 5, 5))
     y_default = host(layer(x))
     dx_default = host(layer.backward(nnx.asarray(np.ones((2, 2, 5, 5), np.float32))))

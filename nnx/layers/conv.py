@@ -1,19 +1,22 @@
 """Conv2d by im2col + one matmul, and the portable window gathering shared with pooling.
 
-Layout.  Layers take and return NCHW arrays (PyTorch semantics).  Internally the
-window matrix is ``cols`` of shape ``(C*kh*kw, OH*OW*N)``: rows ordered
-(channel, kernel row, kernel column) like ``weight.reshape(O, -1)``, columns
-ordered (output row, output column, sample).  Keeping the batch innermost makes
-every window copy a run of ``OW*N`` contiguous elements instead of ``OW``, and the
-conv output ``W @ cols`` is ``(O, OH, OW, N)``, returned as an NCHW *view*
-(``permute_dims``).  On NumPy the activations of a CNN therefore live in
-channel-height-width-batch memory order end to end, so no layer pays a transpose.
+Layout.  Layers take and return C-contiguous NCHW arrays (PyTorch semantics).
+Internally the window matrix is ``cols`` of shape ``(C*kh*kw, pixels)``: rows
+ordered (channel, kernel row, kernel column) like ``weight.reshape(O, -1)``, so
+the forward pass is the single matmul ``W @ cols``.  The pixel (column) order is
+one of two, chosen per layer from the output width (``Conv2d.batch_last``):
 
-A backend may offer ``im2col(x, kernel, stride, padding)`` and
-``col2im(cols, shape, kernel, stride, padding)`` with exactly these layouts (the
-NumPy backend does, with ``sliding_window_view``); otherwise the portable
-functions below are used.  They only stack and concatenate, never assign into
-an array, so they run on immutable arrays (JAX) too.
+* batch outermost, (sample, output row, output column): the output
+  ``(O, N, OH, OW)`` becomes NCHW by a cheap block copy, but each window copy
+  moves runs of only OW contiguous elements;
+* batch innermost, (output row, output column, sample): each window copy moves
+  runs of OW*N elements, but the output must be transposed back to NCHW.
+
+A backend may offer ``im2col(x, kernel, stride, padding, batch_last)`` and
+``col2im(cols, shape, kernel, stride, padding, batch_last)`` with exactly these
+layouts (the NumPy backend does, with ``sliding_window_view``); otherwise the
+portable functions below are used.  They only stack and concatenate, never
+assign into an array, so they run on immutable arrays (JAX) too.
 """
 
 from __future__ import annotations
@@ -76,46 +79,92 @@ def _dilate(xp: Any, a: Any, axis: int, step: int) -> Any:
     return merged[tuple(index)]
 
 
-def im2col(xp: Any, x: Any, kernel: Pair, stride: Pair, padding: Pair) -> Any:
-    """Portable im2col: NCHW ``x`` -> ``(C*kh*kw, OH*OW*N)`` by kh*kw strided slices."""
+def _layout(batch_last: bool) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+    """(NCHW -> internal permutation, its inverse, first spatial axis of the internal order)."""
+    if batch_last:
+        return (1, 2, 3, 0), (3, 0, 1, 2), 1  # (C, H, W, N)
+    return (1, 0, 2, 3), (1, 0, 2, 3), 2  # (C, N, H, W)
+
+
+def im2col(
+    xp: Any, x: Any, kernel: Pair, stride: Pair, padding: Pair, batch_last: bool = True
+) -> Any:
+    """Portable im2col: NCHW ``x`` -> ``(C*kh*kw, OH*OW*N)`` by kh*kw strided slices.
+
+    Columns are ordered (output row, output column, sample) when ``batch_last``,
+    else (sample, output row, output column).
+    """
     n, c, h, w = x.shape
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     oh, ow = output_size((h, w), kernel, stride, padding)
-    xt = xp.permute_dims(x, (1, 2, 3, 0))  # (C, H, W, N)
-    xt = pad_axis(xp, pad_axis(xp, xt, 1, ph, ph), 2, pw, pw)
-    slices = [
-        xt[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw, :]
-        for i in range(kh)
-        for j in range(kw)
-    ]
+    perm, _, sp = _layout(batch_last)
+    xt = xp.permute_dims(x, perm)
+    xt = pad_axis(xp, pad_axis(xp, xt, sp, ph, ph), sp + 1, pw, pw)
+    index = [slice(None)] * 4
+    slices = []
+    for i in range(kh):
+        for j in range(kw):
+            index[sp] = slice(i, i + sh * (oh - 1) + 1, sh)
+            index[sp + 1] = slice(j, j + sw * (ow - 1) + 1, sw)
+            slices.append(xt[tuple(index)])
     return xp.reshape(xp.stack(slices, axis=1), (c * kh * kw, oh * ow * n))
 
 
 def col2im(
-    xp: Any, cols: Any, shape: tuple[int, ...], kernel: Pair, stride: Pair, padding: Pair
+    xp: Any,
+    cols: Any,
+    shape: tuple[int, ...],
+    kernel: Pair,
+    stride: Pair,
+    padding: Pair,
+    batch_last: bool = True,
 ) -> Any:
     """Portable col2im: sum the windows of ``cols`` back into an NCHW array of ``shape``.
 
-    Built from zero-padded (concatenated) copies, row by row, so it needs no item
+    The adjoint of :func:`im2col` (same ``batch_last`` column order).  Built from
+    zero-padded (concatenated) copies, row by row, so it needs no item
     assignment; overlapping windows add up.
     """
     n, c, h, w = shape
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     oh, ow = output_size((h, w), kernel, stride, padding)
     hp, wp = h + 2 * ph, w + 2 * pw
-    d6 = xp.reshape(cols, (c, kh, kw, oh, ow, n))
-    d6 = _dilate(xp, _dilate(xp, d6, 3, sh), 4, sw)
-    lh, lw = d6.shape[3], d6.shape[4]
+    _, inverse, sp = _layout(batch_last)
+    rest = (oh, ow, n) if batch_last else (n, oh, ow)
+    d = xp.reshape(cols, (c, kh, kw, *rest))
+    d = _dilate(xp, _dilate(xp, d, sp + 2, sh), sp + 3, sw)
+    lh, lw = d.shape[sp + 2], d.shape[sp + 3]
     total = None
     for i in range(kh):
         row = None
         for j in range(kw):
-            piece = pad_axis(xp, d6[:, i, j, ...], 2, j, wp - j - lw)
+            piece = pad_axis(xp, d[:, i, j, ...], sp + 1, j, wp - j - lw)
             row = piece if row is None else row + piece
-        row = pad_axis(xp, row, 1, i, hp - i - lh)
+        row = pad_axis(xp, row, sp, i, hp - i - lh)
         total = row if total is None else total + row
-    total = total[:, ph : ph + h, pw : pw + w, :]
-    return xp.permute_dims(total, (3, 0, 1, 2))
+    index = [slice(None)] * 4
+    index[sp], index[sp + 1] = slice(ph, ph + h), slice(pw, pw + w)
+    return xp.permute_dims(total[tuple(index)], inverse)
+
+
+def to_nchw(xp: Any, flat: Any, shape: tuple[int, int, int, int], batch_last: bool) -> Any:
+    """Conv output ``(C, OH*OW*N)`` (or ``(C, N*OH*OW)``) -> NCHW, materialised in NCHW order.
+
+    Flattening the permuted view forces the copy where the library makes one
+    (NumPy, torch), so the next layers see an ordinary C-contiguous array:
+    elementwise ops such as ``where`` are several times slower on permuted views.
+    """
+    n, c, h, w = shape
+    _, inverse, _ = _layout(batch_last)
+    inner = (c, h, w, n) if batch_last else (c, n, h, w)
+    t = xp.permute_dims(xp.reshape(flat, inner), inverse)
+    return xp.reshape(xp.reshape(t, (-1,)), shape)
+
+
+def from_nchw(xp: Any, dy: Any, batch_last: bool) -> Any:
+    """NCHW ``dy`` -> ``(C, OH*OW*N)`` (or ``(C, N*OH*OW)``), the layout of :func:`to_nchw`."""
+    perm, _, _ = _layout(batch_last)
+    return xp.reshape(xp.permute_dims(dy, perm), (dy.shape[1], -1))
 
 
 class Conv2d(Layer):
@@ -153,6 +202,7 @@ class Conv2d(Layer):
         self.bias = Parameter(self.backend.asarray(zeros), "bias") if bias else None
         self._cols: Any = None
         self._shape: tuple[int, ...] = ()
+        self._batch_last = True
 
     def _check(self, x: Any) -> Pair:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
@@ -168,36 +218,51 @@ class Conv2d(Layer):
             )
         return oh, ow
 
+    def batch_last(self, ow: int) -> bool:
+        """Window layout for output width ``ow``: batch innermost when output rows are short.
+
+        A window copy moves runs of OW contiguous elements with the batch outermost,
+        OW*N with it innermost; but batch-innermost outputs must be transposed back
+        to NCHW (and the gradient forth), which costs more than it saves on wide
+        outputs.  Measured on NumPy: LeNet's 24-wide first conv prefers batch
+        outermost, its 8-wide second conv batch innermost.
+        """
+        return ow < self.wide
+
+    #: output width from which the batch-outermost window layout is used
+    wide = 16
+
     def forward(self, x: Any) -> Any:
         xp = self.xp
         oh, ow = self._check(x)
-        n = x.shape[0]
+        n, o = x.shape[0], self.out_channels
+        batch_last = self.batch_last(ow)
+        args = (self.kernel_size, self.stride, self.padding, batch_last)
         fast = getattr(self.backend, "im2col", None)
-        args = (self.kernel_size, self.stride, self.padding)
         cols = fast(x, *args) if fast is not None else im2col(xp, x, *args)
-        o = self.out_channels
-        y = xp.reshape(self.weight.value, (o, -1)) @ cols  # (O, OH*OW*N)
+        y = xp.reshape(self.weight.value, (o, -1)) @ cols  # one matmul: (O, pixels)
         if self.bias is not None:
             y += xp.reshape(self.bias.value, (o, 1))
         if self.training:
-            self._cols, self._shape = cols, tuple(x.shape)
+            self._cols, self._shape, self._batch_last = cols, tuple(x.shape), batch_last
         else:
             self._cols = None
-        return xp.permute_dims(xp.reshape(y, (o, oh, ow, n)), (3, 0, 1, 2))
+        return to_nchw(xp, y, (n, o, oh, ow), batch_last)
 
     def backward(self, dy: Any) -> Any:
         cols = self._cols
         if cols is None:
             raise self._no_forward()
         xp, o = self.xp, self.out_channels
-        dy2 = xp.reshape(xp.permute_dims(dy, (1, 2, 3, 0)), (o, -1))  # (O, OH*OW*N)
-        self.weight.accumulate(xp.reshape(dy2 @ cols.T, self.weight.shape))
+        dy2 = from_nchw(xp, dy, self._batch_last)  # (O, pixels), the column order of cols
+        # (cols @ dy2^T)^T: the orientation BLAS runs fastest with a long inner dimension
+        self.weight.accumulate(xp.reshape((cols @ dy2.T).T, self.weight.shape))
         if self.bias is not None:
             self.bias.accumulate(xp.sum(dy2, axis=1))
         if not self.requires_input_grad:
             return None
         dcols = xp.reshape(self.weight.value, (o, -1)).T @ dy2
-        args = (self._shape, self.kernel_size, self.stride, self.padding)
+        args = (self._shape, self.kernel_size, self.stride, self.padding, self._batch_last)
         fast = getattr(self.backend, "col2im", None)
         return fast(dcols, *args) if fast is not None else col2im(xp, dcols, *args)
 

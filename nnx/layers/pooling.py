@@ -63,20 +63,14 @@ class _Pool2d(Layer):
         ]
 
     def _untile(self, pieces: list[Any]) -> Any:
-        """Inverse of the tile views: place each (N, C, OH, OW) piece back, zeros elsewhere.
-
-        Assembled with stacks in channel-height-width-batch order (the layout
-        Conv2d's outputs have on NumPy) and returned as an NCHW view.
-        """
+        """Inverse of the tile views: place each (N, C, OH, OW) piece back, zeros elsewhere."""
         xp = self.xp
         kh, kw = self.kernel_size
         n, c, h, w = self._shape
         oh, ow = pieces[0].shape[2:]
-        t = [xp.permute_dims(p, (1, 2, 3, 0)) for p in pieces]  # (C, OH, OW, N)
-        rows = [xp.stack(t[i * kw : (i + 1) * kw], axis=3) for i in range(kh)]
-        dx = xp.reshape(xp.stack(rows, axis=2), (c, oh * kh, ow * kw, n))
-        dx = pad_axis(xp, pad_axis(xp, dx, 1, 0, h - oh * kh), 2, 0, w - ow * kw)
-        return xp.permute_dims(dx, (3, 0, 1, 2))
+        rows = [xp.stack(pieces[i * kw : (i + 1) * kw], axis=4) for i in range(kh)]
+        dx = xp.reshape(xp.stack(rows, axis=3), (n, c, oh * kh, ow * kw))  # (N, C, OH, kh, OW, kw)
+        return pad_axis(xp, pad_axis(xp, dx, 2, 0, h - oh * kh), 3, 0, w - ow * kw)
 
     def _cols(self, x: Any, fill: float) -> Any:
         """im2col of ``x`` padded with ``fill``: (C, kh*kw, OH*OW*N)."""
@@ -165,17 +159,19 @@ class MaxPool2d(_Pool2d):
         if self.tiles:
             y = self._y
             views = self._tile_views(self._x, y.shape[2], y.shape[3])
+            # multiplying by 0/1 masks, not xp.where: NumPy's where branches per element
+            # and is ~10x slower on random masks
             pieces, rest = [], dy
             for v in views[:-1]:
-                first = v == y
-                pieces.append(xp.where(first, rest, 0.0))
-                rest = xp.where(first, 0.0, rest)  # later ties get nothing
+                piece = rest * xp.astype(v == y, dy.dtype)
+                pieces.append(piece)
+                rest = rest - piece  # what is left for later positions: ties get nothing
             pieces.append(rest)
             return self._untile(pieces)
         index = self._x  # (C, OH*OW*N): argmax gives the first maximum
         kk = self.kernel_size[0] * self.kernel_size[1]
         slots = xp.reshape(xp.arange(kk, dtype=index.dtype, device=dy.device), (1, kk, 1))
-        dcols = xp.where(slots == index[:, None, :], self._from_nchw(dy), 0.0)
+        dcols = xp.astype(slots == index[:, None, :], dy.dtype) * self._from_nchw(dy)
         return self._uncols(dcols, -math.inf)
 
 
