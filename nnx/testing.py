@@ -33,6 +33,8 @@ failed.  Every check reseeds nnx (``nnx.manual_seed``) before it runs.
 from __future__ import annotations
 
 import fnmatch
+import inspect
+import itertools
 import json
 import os
 import tempfile
@@ -588,18 +590,24 @@ def _fast_paths(backend: Backend) -> None:
     if not fast:
         raise Skip("the backend offers no im2col/col2im fast path")
     xp = backend.xp
-    for shape, k, s, p in [
-        ((2, 3, 6, 5), (3, 3), (1, 1), (1, 1)),
-        ((2, 2, 7, 6), (3, 2), (2, 3), (0, 1)),
-    ]:
+    # every column layout core code may ask for (passed positionally, as Conv2d does)
+    layouts = [()]
+    if "batch_last" in inspect.signature(conv.im2col).parameters:
+        layouts = [(True,), (False,)]
+    cases = [((2, 3, 6, 5), (3, 3), (1, 1), (1, 1)), ((2, 2, 7, 6), (3, 2), (2, 3), (0, 1))]
+    for (shape, k, s, p), layout in itertools.product(cases, layouts):
+        what = f"{shape}, kernel {k}, stride {s}, padding {p}" + (
+            f", batch_last={layout[0]}" if layout else ""
+        )
         x = backend.asarray(_host(shape))
-        cols = conv.im2col(xp, x, k, s, p)
+        cols = conv.im2col(xp, x, k, s, p, *layout)
         if "im2col" in fast:
-            _close(backend.im2col(x, k, s, p), cols, f"im2col{shape, k, s, p}", 0, 0)
+            _close(backend.im2col(x, k, s, p, *layout), cols, f"im2col({what})", 0, 0)
         if "col2im" in fast:
             dcols = backend.asarray(_host(tuple(cols.shape), 4))
-            want = conv.col2im(xp, dcols, shape, k, s, p)
-            _close(backend.col2im(dcols, shape, k, s, p), want, f"col2im{shape, k, s, p}")
+            want = conv.col2im(xp, dcols, shape, k, s, p, *layout)
+            got = backend.col2im(dcols, shape, k, s, p, *layout)
+            _close(got, want, f"col2im({what})")
 
 
 @_check("xor")

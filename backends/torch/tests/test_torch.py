@@ -35,12 +35,17 @@ def test_the_fast_path_of_the_guide_matches_the_portable_code(monkeypatch):
     class FastTorch(TorchBackend):
         name = "torch_unfold"
 
-        def im2col(self, x, kernel, stride, padding):
+        def im2col(self, x, kernel, stride, padding, batch_last=True):
             cols = F.unfold(x, kernel, padding=padding, stride=stride)  # (N, C*kh*kw, OH*OW)
-            return cols.permute(1, 2, 0).reshape(cols.shape[1], -1)  # (C*kh*kw, OH*OW*N)
+            order = (1, 2, 0) if batch_last else (1, 0, 2)  # pixels (OH, OW, N) or (N, OH, OW)
+            return cols.permute(*order).reshape(cols.shape[1], -1)
 
-        def col2im(self, cols, shape, kernel, stride, padding):
-            d = cols.reshape(cols.shape[0], -1, shape[0]).permute(2, 0, 1)
+        def col2im(self, cols, shape, kernel, stride, padding, batch_last=True):
+            k, n = cols.shape[0], shape[0]
+            if batch_last:
+                d = cols.reshape(k, -1, n).permute(2, 0, 1)  # (N, C*kh*kw, OH*OW)
+            else:
+                d = cols.reshape(k, n, -1).permute(1, 0, 2)
             return F.fold(d, shape[2:], kernel, padding=padding, stride=stride)
 
     for attr in ("_factories", "_sources", "_instances"):
