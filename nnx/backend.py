@@ -234,6 +234,39 @@ class NumpyBackend(Backend):
         out = out[tuple(index)]
         return np.ascontiguousarray(out.transpose(3, 0, 1, 2) if batch_last else out)
 
+    def col2im_matmul(
+        self,
+        wt: np.ndarray,
+        dy: np.ndarray,
+        shape: tuple[int, ...],
+        kernel: tuple[int, int],
+        stride: tuple[int, int],
+        padding: tuple[int, int],
+        batch_last: bool = True,
+    ) -> np.ndarray:
+        """``col2im(wt @ dy)`` without the big product: one matmul per kernel offset, added hot."""
+        (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+        n, c, h, w = shape
+        oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        hp, wp = h + 2 * ph, w + 2 * pw
+        w4 = wt.reshape(c, kh, kw, wt.shape[1])
+        if batch_last:
+            out = np.zeros((c, hp, wp, n), dtype=dy.dtype)
+            a, rest = 1, (c, oh, ow, n)
+        else:
+            out = np.zeros((n, c, hp, wp), dtype=dy.dtype)
+            a, rest = 2, (c, n, oh, ow)
+        index = [slice(None)] * 4
+        for i in range(kh):
+            for j in range(kw):
+                index[a] = slice(i, i + sh * (oh - 1) + 1, sh)
+                index[a + 1] = slice(j, j + sw * (ow - 1) + 1, sw)
+                piece = (w4[:, i, j] @ dy).reshape(rest)
+                out[tuple(index)] += piece if batch_last else piece.transpose(1, 0, 2, 3)
+        index[a], index[a + 1] = slice(ph, ph + h), slice(pw, pw + w)
+        out = out[tuple(index)]
+        return np.ascontiguousarray(out.transpose(3, 0, 1, 2) if batch_last else out)
+
 
 class CupyBackend(Backend):
     """CuPy on a CUDA device ("cuda", "cuda:N", "cupy:N")."""

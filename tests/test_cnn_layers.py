@@ -424,6 +424,15 @@ def test_numpy_im2col_fast_path_matches_portable(shape, kernel, stride, padding,
     back_fast = fast.col2im(c, shape, *args)
     back_portable = conv_module.col2im(xp, c, shape, *args)
     np.testing.assert_allclose(back_fast, back_portable, rtol=1e-6, atol=1e-6)
+    # the fused col2im(wt @ dy) of the conv backward agrees with the two-step spelling
+    wt = rng.standard_normal((cols_fast.shape[0], 3)).astype(np.float32)
+    dy = rng.standard_normal((3, cols_fast.shape[1])).astype(np.float32)
+    np.testing.assert_allclose(
+        fast.col2im_matmul(wt, dy, shape, *args),
+        conv_module.col2im(xp, wt @ dy, shape, *args),
+        rtol=1e-4,
+        atol=1e-4,
+    )
     # col2im is the adjoint of im2col: <im2col(x), c> == <x, col2im(c)>
     lhs = float(np.sum(cols_fast.astype(np.float64) * c))
     rhs = float(np.sum(x.astype(np.float64) * back_fast))
@@ -438,7 +447,7 @@ def test_conv_portable_path_used_without_fast_path(backend, monkeypatch, wide):
     x = nnx.asarray(data(2, 2, 5, 5))
     y_default = host(layer(x))
     dx_default = host(layer.backward(nnx.asarray(np.ones((2, 2, 5, 5), np.float32))))
-    for name in ("im2col", "col2im"):
+    for name in ("im2col", "col2im", "col2im_matmul"):
         if hasattr(type(backend), name):
             monkeypatch.setattr(type(backend), name, None)
     layer.zero_grad()

@@ -14,8 +14,10 @@ one of two, chosen per layer from the output width (``Conv2d.batch_last``):
 
 A backend may offer ``im2col(x, kernel, stride, padding, batch_last)`` and
 ``col2im(cols, shape, kernel, stride, padding, batch_last)`` with exactly these
-layouts (the NumPy backend does, with ``sliding_window_view``); otherwise the
-portable functions below are used.  They only stack and concatenate, never
+layouts (the NumPy backend does, with ``sliding_window_view``), and
+``col2im_matmul(wt, dy, shape, ...)`` = ``col2im(wt @ dy, shape, ...)`` fused
+(NumPy: one small matmul per kernel offset, added while still in cache);
+otherwise the portable functions below are used.  They only stack and concatenate, never
 assign into an array, so they run on immutable arrays (JAX) too.
 """
 
@@ -261,10 +263,13 @@ class Conv2d(Layer):
             self.bias.accumulate(xp.sum(dy2, axis=1))
         if not self.requires_input_grad:
             return None
-        dcols = xp.reshape(self.weight.value, (o, -1)).T @ dy2
+        wt = xp.reshape(self.weight.value, (o, -1)).T
         args = (self._shape, self.kernel_size, self.stride, self.padding, self._batch_last)
+        fused = getattr(self.backend, "col2im_matmul", None)
+        if fused is not None:
+            return fused(wt, dy2, *args)
         fast = getattr(self.backend, "col2im", None)
-        return fast(dcols, *args) if fast is not None else col2im(xp, dcols, *args)
+        return fast(wt @ dy2, *args) if fast is not None else col2im(xp, wt @ dy2, *args)
 
     def clear(self) -> None:
         self._cols = None
