@@ -1,0 +1,118 @@
+"""Smoke tests of benchmarks/: the --quick run works and the references check themselves.
+
+No test here asserts a time: timings belong to benchmarks/run.py on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import references as R  # noqa: E402
+
+FASHION = R.FASHION_DIR.is_dir()
+
+
+def _data(cfg: R.Config) -> R.Data:
+    if not FASHION:
+        pytest.skip(f"Fashion-MNIST is not installed in {R.FASHION_DIR}")
+    return R.load_data(cfg)
+
+
+@pytest.fixture(scope="module")
+def quick_result(tmp_path_factory):
+    """One --quick run of the whole command (every case, the memory probes, the table)."""
+    if not FASHION:
+        pytest.skip(f"Fashion-MNIST is not installed in {R.FASHION_DIR}")
+    out = tmp_path_factory.mktemp("bench") / "quick.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "run.py"), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout, json.loads(out.read_text())
+
+
+def test_quick_run_prints_table_and_writes_json(quick_result):
+    stdout, result = quick_result
+    assert "| case | implementation | median |" in stdout
+    assert "| target | met? |" in stdout
+    assert "JSON written to" in stdout
+    assert result["quick"] is True and result["rounds"] == 1
+    assert set(result["cases"]) == {"mlp", "cnn", "xor"}
+    for case in ("mlp", "cnn", "xor"):
+        rows = result["cases"][case]
+        for key in ("bare", "floor"):
+            assert rows[key]["median_s"] > 0
+        # without CUDA the GPU rows say why, never a time
+        for key in ("nnx-gpu", "torch-gpu"):
+            assert "median_s" in rows[key] or rows[key]["skipped"].startswith("skipped")
+    targets = {(t["case"], t["target"]) for t in result["targets"]}
+    assert ("mem", "<= 1.3x bare NumPy (tracemalloc)") in targets
+    assert len(targets) == 6
+    mem = result["memory"]["tracemalloc"]
+    assert isinstance(mem["nnx"], int) and isinstance(mem["bare"], int)
+
+
+def test_quick_run_references_passed_their_checks(quick_result):
+    _, result = quick_result
+    for case in ("mlp", "cnn", "xor"):
+        bare = result["cases"][case]["bare"]
+        assert bare["accuracy"] >= R.CHECKS[(case, True)]
+
+
+def test_nnx_rows_learn_like_the_references(quick_result):
+    """Same weights, same batches: nnx reaches the bare loop's accuracy (within noise)."""
+    _, result = quick_result
+    for case in ("mlp", "xor"):
+        rows = result["cases"][case]
+        assert abs(rows["nnx"]["accuracy"] - rows["bare"]["accuracy"]) < 0.02
+
+
+def test_bare_xor_reaches_full_accuracy():
+    cfg = R.config(False)
+    data = _data(R.config(True))
+    ref = R.BareXOR(data, cfg)
+    ref.prepare()
+    ref.run()
+    R.check("xor", False, ref.evaluate(), "bare XOR")
+
+
+def test_bare_mlp_self_check_passes_on_quick_sizes():
+    cfg = R.config(True)
+    ref = R.BareMLP(_data(cfg), cfg)
+    ref.prepare()
+    ref.run()
+    R.check("mlp", True, ref.evaluate(), "bare MLP")
+
+
+def test_a_broken_reference_fails_its_check():
+    cfg = dataclasses.replace(R.config(True), xor_steps=1)
+    ref = R.BareXOR(_data(R.config(True)), cfg)
+    ref.prepare()
+    ref.params[2][...] = 0  # the output layer predicts nothing
+    ref.params[3][...] = -1
+    ref.run()
+    with pytest.raises(R.SelfCheckError, match="reference is broken"):
+        R.check("xor", True, ref.evaluate(), "broken XOR")
+
+
+def test_nnx_starts_from_the_references_weights():
+    import nnx
+
+    nnx.manual_seed(0)
+    with nnx.using("numpy"):
+        model = nnx.Sequential(nnx.Linear(784, 256), nnx.ReLU(), nnx.Linear(256, 128))
+    mine = R.linear_weights(0, [784, 256, 128])
+    for p, w in zip(model.parameters(), mine, strict=True):
+        assert (nnx.to_numpy(p.value) == w).all()
