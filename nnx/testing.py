@@ -18,7 +18,7 @@ Checks (``check_names()`` lists them; ``only=`` selects some, glob patterns allo
 ``gradcheck:<Name>`` finite differences (float64) of every layer in ``nnx.layers`` and
                      every loss in ``nnx.losses``, from the example tables below
 ``optim:<config>``   three steps of every optimizer configuration match numpy's
-``fast_paths``       optional backend kernels (``im2col``/``col2im``) match the portable code
+``fast_paths``       optional backend kernels (``FAST_PATHS``) match the portable code
 ``xor``              XOR trains to 100% accuracy
 ``checkpoint``       saved on the backend, loaded on numpy: identical weights, optimizer
                      state and (to float32 rounding) predictions
@@ -52,6 +52,7 @@ from nnx.gradcheck import gradcheck
 from nnx.layers.base import Layer, Parameter, dtype_name
 
 __all__ = [
+    "FAST_PATHS",
     "LAYER_EXAMPLES",
     "LOSS_EXAMPLES",
     "OPTIMIZER_EXAMPLES",
@@ -582,13 +583,17 @@ def _optim(config: str) -> Callable[[Backend], None]:
     return run
 
 
+#: the optional backend kernels core code looks up, each checked against the portable code
+FAST_PATHS = ("im2col", "col2im", "col2im_matmul")
+
+
 @_check("fast_paths")
 def _fast_paths(backend: Backend) -> None:
     from nnx.layers import conv
 
-    fast = [n for n in ("im2col", "col2im") if callable(getattr(backend, n, None))]
+    fast = [n for n in FAST_PATHS if callable(getattr(backend, n, None))]
     if not fast:
-        raise Skip("the backend offers no im2col/col2im fast path")
+        raise Skip(f"the backend offers none of the fast paths {', '.join(FAST_PATHS)}")
     xp = backend.xp
     # every column layout core code may ask for (passed positionally, as Conv2d does)
     layouts = [()]
@@ -603,11 +608,17 @@ def _fast_paths(backend: Backend) -> None:
         cols = conv.im2col(xp, x, k, s, p, *layout)
         if "im2col" in fast:
             _close(backend.im2col(x, k, s, p, *layout), cols, f"im2col({what})", 0, 0)
+        dcols = backend.asarray(_host(tuple(cols.shape), 4))
+        want = conv.col2im(xp, dcols, shape, k, s, p, *layout)
         if "col2im" in fast:
-            dcols = backend.asarray(_host(tuple(cols.shape), 4))
-            want = conv.col2im(xp, dcols, shape, k, s, p, *layout)
             got = backend.col2im(dcols, shape, k, s, p, *layout)
             _close(got, want, f"col2im({what})")
+        if "col2im_matmul" in fast:  # col2im(wt @ dy) for a conv with 4 output channels
+            wt = backend.asarray(_host((cols.shape[0], 4), 5))
+            dy = backend.asarray(_host((4, cols.shape[1]), 6))
+            want = conv.col2im(xp, wt @ dy, shape, k, s, p, *layout)
+            got = backend.col2im_matmul(wt, dy, shape, k, s, p, *layout)
+            _close(got, want, f"col2im_matmul({what})")
 
 
 @_check("xor")

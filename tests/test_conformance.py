@@ -69,6 +69,15 @@ class Float64Leak(NumpyBackend):
         return np.asarray(host, dtype=self.dtype(dtype))
 
 
+class SloppyFastPath(NumpyBackend):
+    """Broken: its fused conv-backward kernel is 0.1% off the portable code."""
+
+    name = "broken_fast_path"
+
+    def col2im_matmul(self, wt, dy, *args):
+        return super().col2im_matmul(wt, dy, *args) * 1.001
+
+
 def _stray_device():
     from nnx_array_api_strict import ArrayApiStrictBackend
 
@@ -126,6 +135,15 @@ def test_kit_names_arrays_on_the_wrong_device(register):
     assert {"arrays", "device"} <= set(report.failed)
     assert "arrays are not on array_api_strict:device1" in report["device"].message
     assert "CPU_DEVICE" in report["device"].message
+
+
+def test_kit_names_a_fast_path_that_disagrees_with_the_portable_code(register):
+    if not callable(getattr(NumpyBackend, "col2im_matmul", None)):
+        pytest.skip("the numpy backend has no col2im_matmul fast path to break")
+    register("broken_fast_path", SloppyFastPath)
+    report = check_backend("broken_fast_path", only=["fast_paths", "gradcheck:Conv2d"])
+    assert sorted(report.failed) == ["fast_paths", "gradcheck:Conv2d"]
+    assert report["fast_paths"].message.startswith("col2im_matmul(")
 
 
 def test_a_backend_that_does_not_start_fails_available_and_skips_the_rest():
