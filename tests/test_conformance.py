@@ -34,6 +34,19 @@ def test_example_tables_cover_every_layer_loss_and_optimizer():
     )
 
 
+def test_fast_path_list_covers_every_backend_hook_core_code_looks_up():
+    import pathlib
+    import re
+
+    from nnx.testing import FAST_PATHS
+
+    root = pathlib.Path(nnx.__file__).parent
+    hooks = set()
+    for path in root.rglob("*.py"):
+        hooks |= set(re.findall(r"getattr\(\s*self\.backend,\s*\"(\w+)\"", path.read_text()))
+    assert hooks <= set(FAST_PATHS), f"add {sorted(hooks - set(FAST_PATHS))} to FAST_PATHS"
+
+
 def test_checks_cover_the_contract():
     names = set(check_names())
     for required in ("device", "float32", "rng", "xor", "checkpoint", "to_roundtrip"):
