@@ -70,7 +70,7 @@ def batchnorm_ref(x, gamma, beta, eps, axes):
 
 
 def _batch_outer(layer: nnx.Conv2d) -> nnx.Conv2d:
-    layer.wide = 0  # the batch-outermost window layout, used for wide outputs
+    layer.batch_layout = "outer"  # the window layout used for wide outputs
     return layer
 
 
@@ -140,10 +140,10 @@ def test_gradcheck_small_cnn(backend):
         (2, 2, (1, 1), (3, 3), (0, 0), (7, 7)),
     ],
 )
-@pytest.mark.parametrize("wide", [0, 10**9], ids=["batch_outer", "batch_inner"])
-def test_conv_forward_matches_reference(backend, cin, cout, kernel, stride, padding, hw, wide):
+@pytest.mark.parametrize("layout", ["outer", "inner"])
+def test_conv_forward_matches_reference(backend, cin, cout, kernel, stride, padding, hw, layout):
     layer = nnx.Conv2d(cin, cout, kernel, stride=stride, padding=padding)
-    layer.wide = wide  # force either window layout
+    layer.batch_layout = layout  # force either window layout
     b = data(cout, seed=9)
     layer.bias.value = nnx.asarray(b)
     x = data(3, cin, *hw)
@@ -152,6 +152,12 @@ def test_conv_forward_matches_reference(backend, cin, cout, kernel, stride, padd
     assert tuple(y.shape) == expected.shape
     assert dtype_name(y) == "float32" and backend.owns(y)
     np.testing.assert_allclose(host(y), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_conv_layout_choice():
+    """LeNet's wide first conv puts the batch outermost, its narrow second conv innermost."""
+    assert not nnx.Conv2d(1, 8, 5).batch_last(24)
+    assert nnx.Conv2d(8, 16, 5).batch_last(8)
 
 
 def test_conv_backward_dtype_device_and_shapes(backend):
@@ -439,11 +445,11 @@ def test_numpy_im2col_fast_path_matches_portable(shape, kernel, stride, padding,
     assert abs(lhs - rhs) < 1e-3 * max(1.0, abs(lhs))
 
 
-@pytest.mark.parametrize("wide", [0, 10**9])
-def test_conv_portable_path_used_without_fast_path(backend, monkeypatch, wide):
+@pytest.mark.parametrize("layout", ["outer", "inner"])
+def test_conv_portable_path_used_without_fast_path(backend, monkeypatch, layout):
     """Layers fall back to the portable spelling on a backend without im2col."""
     layer = nnx.Conv2d(2, 2, 3, padding=1)
-    layer.wide = wide
+    layer.batch_layout = layout
     x = nnx.asarray(data(2, 2, 5, 5))
     y_default = host(layer(x))
     dx_default = host(layer.backward(nnx.asarray(np.ones((2, 2, 5, 5), np.float32))))

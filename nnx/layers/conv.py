@@ -220,19 +220,23 @@ class Conv2d(Layer):
             )
         return oh, ow
 
+    #: window layout: "auto" (by the cost model of ``batch_last``), "inner" or "outer"
+    batch_layout = "auto"
+
     def batch_last(self, ow: int) -> bool:
-        """Window layout for output width ``ow``: batch innermost when output rows are short.
+        """Window layout for output width ``ow``: True puts the batch innermost.
 
-        A window copy moves runs of OW contiguous elements with the batch outermost,
-        OW*N with it innermost; but batch-innermost outputs must be transposed back
-        to NCHW (and the gradient forth), which costs more than it saves on wide
-        outputs.  Measured on NumPy: LeNet's 24-wide first conv prefers batch
-        outermost, its 8-wide second conv batch innermost.
+        Batch outermost, each window copy moves runs of only OW elements
+        (C*kh*kw*N*OH runs); batch innermost, runs of OW*N, but the output and
+        its gradient (O*OH*OW*N elements) must be transposed to and from NCHW.
+        Measured on NumPy, batch outermost pays when O*OW >= 4*C*kh*kw, e.g.
+        LeNet's first conv (1 -> 8 channels, 5x5, 24 wide) but not its second
+        (8 -> 16, 5x5, 8 wide).
         """
-        return ow < self.wide
-
-    #: output width from which the batch-outermost window layout is used
-    wide = 16
+        if self.batch_layout != "auto":
+            return self.batch_layout == "inner"
+        kh, kw = self.kernel_size
+        return self.out_channels * ow < 4 * self.in_channels * kh * kw
 
     def forward(self, x: Any) -> Any:
         xp = self.xp
