@@ -171,6 +171,21 @@ class NumpyBackend(Backend):
         return np.asarray(x)
 
     # -- fast paths for nnx.layers.conv (same layouts as its portable im2col/col2im) --
+    def transpose2d(self, a: np.ndarray) -> np.ndarray:
+        """A C-contiguous copy of the transpose of 2-D ``a``.
+
+        When ``a``'s rows lie a multiple of 2 KiB apart, the column-wise reads of a
+        plain transposing copy fall into a few cache sets and run ~5x slower;
+        staging ``a`` in a buffer with an odd number of cache lines per row avoids it.
+        """
+        m, n = a.shape
+        if (n * a.itemsize) % 2048 == 0 and m > 1:
+            lines = n * a.itemsize // 64 + 1
+            buf = np.empty((m, lines * 64 // a.itemsize), dtype=a.dtype)
+            buf[:, :n] = a
+            a = buf[:, :n]
+        return np.ascontiguousarray(a.T)
+
     def im2col(
         self,
         x: np.ndarray,
@@ -184,7 +199,10 @@ class NumpyBackend(Backend):
         n, c, h, w = x.shape
         oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
         # (C, H, W, N) or (C, N, H, W), contiguous: the window copy reads long runs
-        xt = x.transpose(1, 2, 3, 0) if batch_last else x.transpose(1, 0, 2, 3)
+        if batch_last:
+            xt = self.transpose2d(x.reshape(n, c * h * w)).reshape(c, h, w, n)
+        else:
+            xt = x.transpose(1, 0, 2, 3)
         a = 1 if batch_last else 2  # first spatial axis
         if ph or pw:
             shape = list(xt.shape)

@@ -445,6 +445,15 @@ def test_numpy_im2col_fast_path_matches_portable(shape, kernel, stride, padding,
     assert abs(lhs - rhs) < 1e-3 * max(1.0, abs(lhs))
 
 
+@pytest.mark.parametrize("shape", [(64, 1024), (3, 512), (5, 7), (1, 2048)])
+def test_numpy_transpose2d(shape):
+    """The staged transpose (rows a multiple of 2 KiB apart) is still just the transpose."""
+    a = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    t = nnx.get_backend("numpy").transpose2d(a)
+    assert t.flags.c_contiguous
+    np.testing.assert_array_equal(t, a.T)
+
+
 @pytest.mark.parametrize("layout", ["outer", "inner"])
 def test_conv_portable_path_used_without_fast_path(backend, monkeypatch, layout):
     """Layers fall back to the portable spelling on a backend without im2col."""
@@ -453,7 +462,7 @@ def test_conv_portable_path_used_without_fast_path(backend, monkeypatch, layout)
     x = nnx.asarray(data(2, 2, 5, 5))
     y_default = host(layer(x))
     dx_default = host(layer.backward(nnx.asarray(np.ones((2, 2, 5, 5), np.float32))))
-    for name in ("im2col", "col2im", "col2im_matmul"):
+    for name in ("im2col", "col2im", "col2im_matmul", "transpose2d"):
         if hasattr(type(backend), name):
             monkeypatch.setattr(type(backend), name, None)
     layer.zero_grad()

@@ -163,10 +163,16 @@ def to_nchw(xp: Any, flat: Any, shape: tuple[int, int, int, int], batch_last: bo
     return xp.reshape(xp.reshape(t, (-1,)), shape)
 
 
-def from_nchw(xp: Any, dy: Any, batch_last: bool) -> Any:
-    """NCHW ``dy`` -> ``(C, OH*OW*N)`` (or ``(C, N*OH*OW)``), the layout of :func:`to_nchw`."""
-    perm, _, _ = _layout(batch_last)
-    return xp.reshape(xp.permute_dims(dy, perm), (dy.shape[1], -1))
+def from_nchw(xp: Any, dy: Any, batch_last: bool, transpose2d: Any = None) -> Any:
+    """NCHW ``dy`` -> ``(C, OH*OW*N)`` (or ``(C, N*OH*OW)``), the layout of :func:`to_nchw`.
+
+    ``transpose2d`` (a backend's fast contiguous 2-D transpose) is used when given.
+    """
+    n, c = dy.shape[:2]
+    if batch_last:  # (N, C*OH*OW) transposed
+        flat = xp.reshape(dy, (n, -1))
+        return xp.reshape(transpose2d(flat) if transpose2d is not None else flat.T, (c, -1))
+    return xp.reshape(xp.permute_dims(dy, (1, 0, 2, 3)), (c, -1))
 
 
 class Conv2d(Layer):
@@ -260,7 +266,8 @@ class Conv2d(Layer):
         if cols is None:
             raise self._no_forward()
         xp, o = self.xp, self.out_channels
-        dy2 = from_nchw(xp, dy, self._batch_last)  # (O, pixels), the column order of cols
+        transpose2d = getattr(self.backend, "transpose2d", None)
+        dy2 = from_nchw(xp, dy, self._batch_last, transpose2d)  # (O, pixels), as cols
         # (cols @ dy2^T)^T: the orientation BLAS runs fastest with a long inner dimension
         self.weight.accumulate(xp.reshape((cols @ dy2.T).T, self.weight.shape))
         if self.bias is not None:
