@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import inspect
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ __all__ = [
     "NumpyBackend",
     "CupyBackend",
     "asarray",
+    "availability",
     "backends",
     "current",
     "get_backend",
@@ -103,7 +105,7 @@ class Backend:
         return self.xp.asarray(host, dtype=self.dtype(dtype), device=self.device)
 
     def to_numpy(self, x: Any) -> np.ndarray:
-        """Copy an array of this backend to a host NumPy array."""
+        """An array of this backend on the host (may be a zero-copy view on the CPU)."""
         return np.asarray(x)
 
     def dtype(self, dtype: Any = None) -> Any:
@@ -431,12 +433,31 @@ register_backend("numpy", NumpyBackend, source="built-in")
 register_backend("cupy", CupyBackend, source="built-in")
 
 
+def _available(factory: Callable[..., Backend], device: str = "") -> tuple[bool, str]:
+    """Ask a backend whether it runs here (on ``device``, when it takes one)."""
+    check = getattr(factory, "available", None)
+    if check is None:
+        return True, ""
+    if device and len(inspect.signature(check).parameters) >= 1:
+        return check(device)
+    return check()
+
+
+def availability(spec: str) -> tuple[bool, str]:
+    """(True, "") when the device spec can run here, else (False, why not), without starting it."""
+    name, device = _parse(spec)
+    _discover()
+    if name not in _factories:
+        return False, f"no backend named {name!r} is installed"
+    return _available(_factories[name], device)
+
+
 def backends() -> list[BackendInfo]:
     """Every known backend, whether it is available here, and why not."""
     _discover()
     rows = []
     for name, factory in _factories.items():
-        ok, why = factory.available() if hasattr(factory, "available") else (True, "")
+        ok, why = _available(factory)
         rows.append(BackendInfo(name, ok, why, _sources[name]))
     return rows
 
@@ -472,7 +493,7 @@ def get_backend(spec: str | Backend | None = None) -> Backend:
             f"{ENTRY_POINT_GROUP!r} entry point or nnx.register_backend()."
         )
     factory = _factories[name]
-    ok, why = factory.available() if hasattr(factory, "available") else (True, "")
+    ok, why = _available(factory, device)
     if not ok:
         raise BackendError(f"backend {name!r} is not available: {why}")
     try:
@@ -581,12 +602,12 @@ def asarray(x: Any, device: str | Backend | None = None, dtype: Any = None) -> A
 
 
 def describe(x: Any) -> str:
-    """ "numpy:cpu array", "array_api_strict:device1 array", ... for error messages."""
+    """ "array on numpy:cpu", "array on array_api_strict:device1", ... for error messages."""
     for backend in _instances.values():
         if backend.owns(x):
-            return f"{backend.spec} array"
+            return f"array on {backend.spec}"
     try:
         ns = array_api_compat.array_namespace(x).__name__.replace("array_api_compat.", "")
-        return f"{ns} array on {array_api_compat.device(x)}"
+        return f"array of {ns} on {array_api_compat.device(x)}"
     except TypeError:
         return f"{type(x).__module__}.{type(x).__name__} (not an array)"

@@ -101,13 +101,17 @@ class DataLoader:
                 yield xb, backend.asarray(self.y[idx], _label_dtype(self.y))
 
     def _inputs(self, backend: Backend, host: np.ndarray) -> Any:
+        xp = backend.xp
         if host.dtype.kind in "iub":
-            xp = backend.xp
-            x = xp.astype(backend.asarray(host, host.dtype.name), xp.float32)
+            x = xp.astype(backend.asarray(host, host.dtype.name), xp.float32)  # a fresh array
+            if self.scale is not None:
+                x *= self.scale
         else:
+            # may share memory with the caller's data: the first operation must not be in place
             x = backend.asarray(host, "float32")
-        if self.scale is not None:
-            x *= self.scale
+            if self.scale is None and self.normalize is None:
+                return x
+            x = x * (1.0 if self.scale is None else self.scale)
         if self.normalize is not None:
             mean, std = self.normalize
             x -= mean

@@ -120,10 +120,8 @@ def load(
         optimizer.load_state_dict(state)
     if restore_rng:
         init.generator().bit_generator.state = meta["rng"]["init"]
-        if (
-            meta["rng"]["backend"] is not None
-            and meta["backend"].split(":")[0] == model.backend.name
-        ):
+        # a generator state only fits the same library on the same kind of device
+        if meta["rng"]["backend"] is not None and meta["backend"] == model.backend.spec:
             model.backend.generator.set_state(meta["rng"]["backend"])
     return {**meta["metadata"], "backend": meta["backend"], "dtype": meta["dtype"]}
 

@@ -340,7 +340,7 @@ def _arrays(backend: Backend) -> None:
     host = _host((3, 4))
     x = backend.asarray(host)
     if not backend.owns(x):
-        raise AssertionError(f"asarray(host) gave a {describe(x)}, not an array of {backend.spec}")
+        raise AssertionError(f"asarray(host) gave an {describe(x)}, not an array of {backend.spec}")
     back = backend.to_numpy(x)
     if not isinstance(back, np.ndarray):
         raise AssertionError(f"to_numpy returned {type(back).__name__}, not numpy.ndarray")
@@ -449,7 +449,7 @@ def _fail_list(what: str, wrong: list[str], error: str) -> None:
 @_check("device")
 def _device(backend: Backend) -> None:
     items, error = _collect(backend)
-    wrong = [f"{what} is a {describe(a)}" for what, a, _ in items if not backend.owns(a)]
+    wrong = [f"{what} is an {describe(a)}" for what, a, _ in items if not backend.owns(a)]
     _fail_list(f"are not on {backend.spec} ({backend.device})", wrong, error)
 
 
@@ -667,7 +667,7 @@ def _checkpoint(backend: Backend) -> None:
             if ".grad" in name:
                 continue
             if not ref.owns(a):
-                raise AssertionError(f"{name} was loaded as a {describe(a)}, not a numpy array")
+                raise AssertionError(f"{name} was loaded as an {describe(a)}, not a numpy array")
             if name not in saved:
                 raise AssertionError(f"{name} is in the loaded model only")
             _equal(a, saved[name], f"{name} loaded on numpy")
@@ -707,7 +707,7 @@ def _to_roundtrip(backend: Backend) -> None:
         raise AssertionError(f"to() changed the arrays: {sorted(set(moved) ^ set(before))}")
     for name, a in moved.items():
         if not backend.owns(a):
-            raise AssertionError(f"after model.to({backend.spec!r}), {name} is a {describe(a)}")
+            raise AssertionError(f"after model.to({backend.spec!r}), {name} is an {describe(a)}")
         _equal(a, before[name], f"{name} after model.to({backend.spec!r})")
     if any(layer.backend is not backend for layer in model.layers()):
         raise AssertionError("some layers still name another backend after to()")

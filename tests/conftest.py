@@ -10,23 +10,14 @@ from __future__ import annotations
 import pytest
 
 import nnx
+from nnx.backend import availability
 
 BACKEND_SPECS = ["numpy", "array_api_strict:device1", "torch:cpu", "jax:cpu", "cupy", "torch:cuda"]
 
 
 def _param(spec: str):
-    name = spec.split(":")[0]
-    info = {b.name: b for b in nnx.backends()}.get(name)
-    if info is None:
-        return pytest.param(spec, marks=pytest.mark.skip(reason=f"plugin {name!r} not installed"))
-    if not info.available:
-        return pytest.param(spec, marks=pytest.mark.skip(reason=info.reason))
-    if spec == "torch:cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            return pytest.param(spec, marks=pytest.mark.skip(reason="torch sees no CUDA device"))
-    return pytest.param(spec)
+    ok, why = availability(spec)
+    return pytest.param(spec) if ok else pytest.param(spec, marks=pytest.mark.skip(reason=why))
 
 
 BACKENDS = [_param(s) for s in BACKEND_SPECS]

@@ -262,3 +262,12 @@ def test_fashion_mnist_mlp_one_epoch_reaches_84_percent():
         test = nnx.DataLoader(xt, yt, batch_size=1000, shape=(784,), normalize=norm)
         history = nnx.fit(model, nnx.CrossEntropyLoss(), opt, train, val_data=test, progress=False)
     assert history["val_accuracy"][0] >= 0.84, history.epochs
+
+
+def test_loader_never_changes_the_callers_data(backend):
+    data = np.ones((4, 2), np.float32)
+    loader = nnx.DataLoader(data, batch_size=2, scale=0.5, normalize=(0.1, 2.0))
+    for _ in range(2):
+        for xb, _ in loader:
+            np.testing.assert_allclose(host(xb), (0.5 - 0.1) / 2.0, rtol=1e-6)
+    np.testing.assert_array_equal(data, 1.0)

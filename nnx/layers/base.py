@@ -95,7 +95,7 @@ class Layer:
                 f"{type(x).__name__}; convert it with nnx.asarray(x)"
             )
         return TypeError(
-            f"{self.label()} has its parameters on {self.backend.spec} but the input is a "
+            f"{self.label()} has its parameters on {self.backend.spec} but the input is an "
             f"{describe(x)}. Move the model with model.to({spec_of(x)!r}) or the data with "
             f"nnx.asarray(x, device={self.backend.spec!r})"
         )

@@ -52,4 +52,4 @@ class ArrayApiStrictBackend(Backend):
 
     @property
     def spec(self) -> str:
-        return f"array_api_strict:{self.device._device}"
+        return f"{self.name}:{self.device._device}"
