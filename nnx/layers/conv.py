@@ -183,6 +183,9 @@ class Conv2d(Layer):
     draws it uniformly instead).
     """
 
+    #: window layout: "auto" (by the cost model of ``batch_last``), "inner" or "outer"
+    batch_layout = "auto"
+
     def __init__(
         self,
         in_channels: int,
@@ -226,9 +229,6 @@ class Conv2d(Layer):
                 f"{self.kernel_size} (with padding {self.padding})"
             )
         return oh, ow
-
-    #: window layout: "auto" (by the cost model of ``batch_last``), "inner" or "outer"
-    batch_layout = "auto"
 
     def batch_last(self, ow: int) -> bool:
         """Window layout for output width ``ow``: True puts the batch innermost.

@@ -18,7 +18,16 @@ import math
 from typing import Any
 
 from nnx.layers.base import Layer
-from nnx.layers.conv import Pair, col2im, im2col, output_size, pad_axis, pair
+from nnx.layers.conv import (
+    Pair,
+    col2im,
+    from_nchw,
+    im2col,
+    output_size,
+    pad_axis,
+    pair,
+    to_nchw,
+)
 
 
 class _Pool2d(Layer):
@@ -71,7 +80,7 @@ class _Pool2d(Layer):
         return xp.reshape(xp.permute_dims(x6, (3, 5, 0, 1, 2, 4)), (kh * kw, n, c, oh, ow))
 
     def _untile(self, pieces: list[Any]) -> Any:
-        """Inverse of the tile views: place each (N, C, OH, OW) piece back, zeros elsewhere."""
+        """Inverse of :meth:`_tiles`: put each (N, C, OH, OW) piece back in its window slot."""
         xp = self.xp
         kh, kw = self.kernel_size
         n, c, h, w = self._shape
@@ -110,14 +119,13 @@ class _Pool2d(Layer):
         return dx[:, :, ph : ph + h, pw : pw + w] if padded else dx
 
     def _to_nchw(self, flat: Any, n: int, oh: int, ow: int) -> Any:
-        """(C, OH*OW*N) -> NCHW view."""
-        xp = self.xp
-        return xp.permute_dims(xp.reshape(flat, (flat.shape[0], oh, ow, n)), (3, 0, 1, 2))
+        """(C, OH*OW*N) -> C-contiguous NCHW."""
+        return to_nchw(self.xp, flat, (n, flat.shape[0], oh, ow), True)
 
     def _from_nchw(self, dy: Any) -> Any:
         """NCHW -> (C, 1, OH*OW*N)."""
-        xp = self.xp
-        return xp.reshape(xp.permute_dims(dy, (1, 2, 3, 0)), (dy.shape[1], 1, -1))
+        flat = from_nchw(self.xp, dy, True, getattr(self.backend, "transpose2d", None))
+        return self.xp.reshape(flat, (dy.shape[1], 1, -1))
 
     def clear(self) -> None:
         self._x = self._y = None
