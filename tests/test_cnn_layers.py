@@ -512,3 +512,41 @@ def test_matches_torch_functional(backend):
     np.testing.assert_allclose(
         host(bn(nnx.asarray(x))), tbn(tx).detach().numpy(), rtol=1e-5, atol=1e-5
     )
+
+
+def test_lenet_training_matches_torch_in_float64():
+    """Ten SGD steps of a LeNet-like CNN follow PyTorch's trajectory to float64 rounding."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    rng = np.random.default_rng(0)
+    x = np.maximum(rng.standard_normal((10, 16, 1, 28, 28)), 0.0)  # ReLU-like zeros: ties
+    y = rng.integers(0, 10, (10, 16))
+    torch.manual_seed(0)
+    reference = nn.Sequential(
+        nn.Conv2d(1, 4, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 8, 5), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(128, 10),
+    ).double()  # fmt: skip
+    with nnx.using("numpy"):
+        model = nnx.Sequential(
+            nnx.Conv2d(1, 4, 5), nnx.ReLU(), nnx.MaxPool2d(2), nnx.Conv2d(4, 8, 5), nnx.ReLU(),
+            nnx.MaxPool2d(2), nnx.Flatten(), nnx.Linear(128, 10),
+        ).to("numpy", "float64")  # fmt: skip
+    names = [name for name, _ in model.named_parameters()]
+    weights = [p.detach().numpy() for p in reference.parameters()]
+    model.load_state_dict(dict(zip(names, weights, strict=True)))
+    model.requires_input_grad = False
+    t_opt = torch.optim.SGD(reference.parameters(), lr=0.05, momentum=0.9)
+    opt = nnx.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    t_loss_fn, loss_fn = nn.CrossEntropyLoss(), nnx.CrossEntropyLoss()
+    for xb, yb in zip(x, y, strict=True):
+        t_opt.zero_grad()
+        t_loss = t_loss_fn(reference(torch.from_numpy(xb)), torch.from_numpy(yb))
+        t_loss.backward()
+        t_opt.step()
+        opt.zero_grad()
+        loss = loss_fn(model(xb), yb)
+        model.backward(loss_fn.backward())
+        opt.step()
+        assert abs(float(loss) - t_loss.item()) < 1e-10
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        np.testing.assert_allclose(p.value, q.detach().numpy(), rtol=0, atol=1e-12)
