@@ -12,6 +12,8 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+import array_api_compat
+
 from nnx.backend import to_numpy
 from nnx.layers.base import Parameter
 
@@ -30,6 +32,7 @@ class Optimizer:
             raise ValueError(f"learning rate must be positive, got {lr}")
         self.lr = float(lr)
         self.steps = 0
+        self._cache: dict[Any, tuple[Any, ...]] = {}  # see _constants
 
     def zero_grad(self) -> None:
         """Forget accumulated gradients."""
@@ -53,6 +56,29 @@ class Optimizer:
         if s is None:
             s = p.state[name] = p.value * 0.0  # same dtype, same device, fresh buffer
         return s
+
+    def _constants(self, p: Parameter, values: tuple[float, ...]) -> tuple[Any, ...]:
+        """``values`` as 0-d arrays of ``p``'s dtype on its device, made once and cached.
+
+        An array-with-array operation skips the conversion of a Python scalar that
+        every ``array * 0.9`` pays (on NumPy it costs as much as a small operation
+        itself). Only for constant hyper-parameters: a value that changes every
+        step would cost a host-to-device copy per step on a GPU.
+        """
+        x = p.value
+        try:
+            key = (x.dtype, x.device, values)
+            hit = self._cache.get(key)
+        except (AttributeError, TypeError):  # no hashable dtype/device: plain scalars
+            return values
+        if hit is None:
+            if len(self._cache) > 32:  # hyper-parameters changed many times: start over
+                self._cache.clear()
+            xp = array_api_compat.array_namespace(x)
+            hit = self._cache[key] = tuple(
+                xp.asarray(v, dtype=x.dtype, device=x.device) for v in values
+            )
+        return hit
 
     # -- state ---------------------------------------------------------------------
     def hyperparameters(self) -> dict[str, Any]:
@@ -120,15 +146,18 @@ class SGD(Optimizer):
     def update(self, p: Parameter, g: Any) -> None:
         if self.weight_decay:
             g = g + self.weight_decay * p.value
-        if self.momentum:
-            buf = p.state.get("momentum")
+        momentum = self.momentum
+        if momentum:
+            state = p.state
+            buf = state.get("momentum")
             if buf is None:
-                buf = p.state["momentum"] = g * 1.0  # a copy: g may be aliased by p.grad
+                buf = state["momentum"] = g * 1.0  # a copy: g may be aliased by p.grad
             else:
-                buf *= self.momentum
+                (mu,) = self._constants(p, (momentum,))
+                buf *= mu
                 buf += g
-                p.state["momentum"] = buf
-            g = g + self.momentum * buf if self.nesterov else buf
+                state["momentum"] = buf
+            g = g + momentum * buf if self.nesterov else buf
         p.value -= self.lr * g
 
 
@@ -159,28 +188,36 @@ class Adam(Optimizer):
     def step(self) -> None:
         b1, b2 = self.betas
         t = self.steps + 1
-        # bias corrections folded into two scalars, computed once per step
-        self._step_size = self.lr / (1.0 - b1**t)
-        self._root_c2 = math.sqrt(1.0 - b2**t)
+        # Bias corrections folded into two scalars, computed once per step:
+        # lr / (1 - b1^t) * m / (sqrt(v) / c + eps) = step_size * m / (sqrt(v) + eps * c)
+        # with c = sqrt(1 - b2^t) and step_size = lr * c / (1 - b1^t).
+        root_c2 = math.sqrt(1.0 - b2**t)
+        self._step_size = self.lr * root_c2 / (1.0 - b1**t)
+        self._eps_hat = self.eps * root_c2
+        self._hyper = (b1, 1.0 - b1, b2, 1.0 - b2)
         super().step()
 
     def update(self, p: Parameter, g: Any) -> None:
-        b1, b2 = self.betas
         if self.weight_decay:
             if self.decoupled:
                 p.value -= (self.lr * self.weight_decay) * p.value
             else:
                 g = g + self.weight_decay * p.value
-        m, v = self._state(p, "m"), self._state(p, "v")
+        b1, c1, b2, c2 = self._constants(p, self._hyper)
+        state = p.state
+        m, v = state.get("m"), state.get("v")
+        if m is None or v is None:
+            m, v = self._state(p, "m"), self._state(p, "v")
         m *= b1
-        m += (1.0 - b1) * g
+        m += c1 * g
         v *= b2
-        v += (1.0 - b2) * (g * g)
-        p.state["m"], p.state["v"] = m, v
-        xp_sqrt = v**0.5
-        xp_sqrt /= self._root_c2
-        xp_sqrt += self.eps
-        p.value -= self._step_size * (m / xp_sqrt)
+        v += c2 * (g * g)
+        state["m"], state["v"] = m, v
+        u = v**0.5
+        u += self._eps_hat
+        u = m / u
+        u *= self._step_size
+        p.value -= u
 
 
 class AdamW(Adam):
@@ -226,9 +263,10 @@ class RMSprop(Optimizer):
     def update(self, p: Parameter, g: Any) -> None:
         if self.weight_decay:
             g = g + self.weight_decay * p.value
+        alpha, rest = self._constants(p, (self.alpha, 1.0 - self.alpha))
         v = self._state(p, "square_avg")
-        v *= self.alpha
-        v += (1.0 - self.alpha) * (g * g)
+        v *= alpha
+        v += rest * (g * g)
         p.state["square_avg"] = v
         denom = v**0.5
         denom += self.eps
