@@ -19,6 +19,8 @@ class Loss:
         self._grad: Any = None
         self._xp: Any = None
         self._xp_type: type | None = None
+        self._count_shape: Any = None
+        self._count = 1
 
     def namespace(self, pred: Any) -> Any:
         """The array namespace of ``pred`` (looked up once per array type)."""
@@ -40,6 +42,15 @@ class Loss:
             raise RuntimeError(f"{type(self).__name__}.backward() called before computing the loss")
         grad, self._grad = self._grad, None
         return grad
+
+    def _divisor(self, x: Any) -> int:
+        """Elements of ``x`` for reduction="mean" (1 for "sum"), cached per shape."""
+        if self.reduction != "mean":
+            return 1
+        if x.shape != self._count_shape:
+            self._count = array_api_compat.size(x)  # torch: .size is a method
+            self._count_shape = x.shape
+        return self._count
 
     def _reduce(self, xp: Any, per_sample: Any, n: int) -> Any:
         total = xp.sum(per_sample)
@@ -63,7 +74,7 @@ class MSELoss(Loss):
         xp = self.namespace(pred)
         self._check_same_shape(pred, target)
         diff = pred - target
-        n = array_api_compat.size(diff) if self.reduction == "mean" else 1  # torch: .size()
+        n = self._divisor(diff)
         self._grad = diff * (2.0 / n)
         return xp.sum(diff * diff) / n
 
@@ -74,7 +85,7 @@ class BCEWithLogitsLoss(Loss):
     def forward(self, pred: Any, target: Any) -> Any:
         xp = self.namespace(pred)
         self._check_same_shape(pred, target)
-        n = array_api_compat.size(pred) if self.reduction == "mean" else 1
+        n = self._divisor(pred)
         per = xp.maximum(pred, 0.0) - pred * target + xp.log1p(xp.exp(-xp.abs(pred)))
         sigmoid = 0.5 * xp.tanh(0.5 * pred) + 0.5
         self._grad = (sigmoid - target) * (1.0 / n)
@@ -94,6 +105,8 @@ class CrossEntropyLoss(Loss):
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.label_smoothing = label_smoothing
         self._classes: Any = None
+        self._ones: Any = None  # (C, 1) ones: row sums as one product
+        self._label_dtype: Any = None  # last label dtype that passed the check
 
     def forward(self, pred: Any, target: Any) -> Any:
         xp = self.namespace(pred)
@@ -102,23 +115,41 @@ class CrossEntropyLoss(Loss):
                 f"CrossEntropyLoss expects logits (N, C) and integer labels (N,), got "
                 f"{tuple(pred.shape)} and {tuple(target.shape)}"
             )
-        if xp.isdtype(target.dtype, "real floating"):
-            raise TypeError(
-                "CrossEntropyLoss takes integer class labels, got floating targets; "
-                "convert with nnx.asarray(labels, dtype='int64')"
-            )
+        if target.dtype != self._label_dtype:  # checked once per dtype, not every step
+            if xp.isdtype(target.dtype, "real floating"):
+                raise TypeError(
+                    "CrossEntropyLoss takes integer class labels, got floating targets; "
+                    "convert with nnx.asarray(labels, dtype='int64')"
+                )
+            self._label_dtype = target.dtype
         n, c = pred.shape
         shifted = pred - xp.max(pred, axis=1, keepdims=True)
         exp = xp.exp(shifted)
-        total = xp.sum(exp, axis=1, keepdims=True)
-        log_probs = shifted - xp.log(total)
+        total = exp @ self._ones_column(xp, c, pred)  # (N, 1) row sums, one BLAS call
         onehot = self._onehot(xp, target, c, pred)
         eps = self.label_smoothing
         if eps:
             onehot = onehot * (1.0 - eps) + eps / c
         scale = 1.0 / n if self.reduction == "mean" else 1.0
-        self._grad = (exp / total - onehot) * scale
-        return -xp.sum(onehot * log_probs) * scale
+        grad = exp / total
+        grad -= onehot
+        if scale != 1.0:
+            grad *= scale
+        self._grad = grad
+        # -sum(onehot * log_softmax) with log_softmax = shifted - log(total) and every row
+        # of onehot summing to 1 (smoothed too): sum(log(total)) - sum(onehot * shifted)
+        return (xp.sum(xp.log(total)) - xp.sum(onehot * shifted)) * scale
+
+    def _ones_column(self, xp: Any, c: int, like: Any) -> Any:
+        ones = self._ones
+        if (
+            ones is None
+            or ones.shape[0] != c
+            or ones.dtype != like.dtype
+            or (ones.device != like.device)
+        ):
+            ones = self._ones = xp.ones((c, 1), dtype=like.dtype, device=like.device)
+        return ones
 
     def _onehot(self, xp: Any, target: Any, c: int, like: Any) -> Any:
         classes = self._classes
