@@ -220,9 +220,13 @@ class BareMLP:
         g = self.grads
         lr, mu = np.float32(self.cfg.mlp_lr), np.float32(self.cfg.momentum)
         X, Y = self.data.x_train, self.data.y_train
+        # sums as products with ones: one BLAS call, 2-4x faster than a reduction
+        ones_n = np.ones((1, self.cfg.mlp_batch), np.float32)
+        ones_c = np.ones((10, 1), np.float32)
         for i, j in batches(self.cfg.mlp_train, self.cfg.mlp_batch):
             x, y = X[i:j], Y[i:j]
             m = j - i
+            ones = ones_n[:, :m]
             h1 = x @ w1.T
             h1 += b1
             np.maximum(h1, 0, out=h1)
@@ -236,21 +240,21 @@ class BareMLP:
             rows = np.arange(m)
             picked = z[rows, y]
             np.exp(z, out=z)
-            total = z.sum(axis=1, keepdims=True)
+            total = z @ ones_c
             self.loss = np.mean(np.log(total[:, 0]) - picked)
             z /= total
             z[rows, y] -= 1
             z *= np.float32(1.0 / m)
             np.matmul(z.T, h2, out=g[4])
-            np.sum(z, axis=0, out=g[5])
+            np.matmul(ones, z, out=g[5][None])
             d2 = z @ w3
             d2 *= h2 > 0
             np.matmul(d2.T, h1, out=g[2])
-            np.sum(d2, axis=0, out=g[3])
+            np.matmul(ones, d2, out=g[3][None])
             d1 = d2 @ w2
             d1 *= h1 > 0
             np.matmul(d1.T, x, out=g[0])
-            np.sum(d1, axis=0, out=g[1])
+            np.matmul(ones, d1, out=g[1][None])
             for p, v, gp in zip(self.params, self.moms, g, strict=True):
                 v *= mu
                 v += gp
@@ -482,8 +486,10 @@ class BareXOR:
     def run(self) -> None:
         w1, b1, w2, b2 = self.params
         x, t = self.data.x_xor, self.data.y_xor
-        lr, b1m, b2m, eps = self.cfg.xor_lr, 0.9, 0.999, 1e-8
-        inv_n = np.float32(1.0 / t.size)
+        f32 = np.float32  # float32 scalars: an op with a Python float converts it every call
+        beta1, beta2, lr, eps = 0.9, 0.999, self.cfg.xor_lr, 1e-8
+        b1m, c1, b2m, c2 = f32(beta1), f32(1 - beta1), f32(beta2), f32(1 - beta2)
+        half, one, inv_n = f32(0.5), f32(1), f32(1.0 / t.size)
         params, ms, vs = self.params, self.m, self.v
         for step in range(1, self.cfg.xor_steps + 1):
             h = x @ w1.T
@@ -491,25 +497,34 @@ class BareXOR:
             np.tanh(h, out=h)
             z = h @ w2.T
             z += b2
-            self.loss = np.mean(np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z))))
-            dz = 0.5 * np.tanh(0.5 * z) + 0.5  # sigmoid
+            per = np.log1p(np.exp(-np.abs(z)))
+            per += np.maximum(z, 0)
+            per -= z * t
+            self.loss = per.sum() * inv_n
+            dz = np.tanh(z * half)  # sigmoid(z) = (1 + tanh(z / 2)) / 2
+            dz *= half
+            dz += half
             dz -= t
             dz *= inv_n
             gw2, gb2 = dz.T @ h, dz.sum(axis=0)
             dh = dz @ w2
-            dh *= 1 - h * h
+            dh *= one - h * h
             grads = (dh.T @ x, dh.sum(axis=0), gw2, gb2)
-            step_size = lr / (1 - b1m**step)
-            root_c2 = math.sqrt(1 - b2m**step)
+            # bias corrections folded: lr / (1 - b1^t) * m / (sqrt(v) / c + eps)
+            #                        = step_size * m / (sqrt(v) + eps * c), c = sqrt(1 - b2^t)
+            root_c2 = math.sqrt(1 - beta2**step)
+            step_size = f32(lr * root_c2 / (1 - beta1**step))
+            eps_hat = f32(eps * root_c2)
             for p, m, v, g in zip(params, ms, vs, grads, strict=True):
                 m *= b1m
-                m += (1 - b1m) * g
+                m += c1 * g
                 v *= b2m
-                v += (1 - b2m) * (g * g)
+                v += c2 * (g * g)
                 d = np.sqrt(v)
-                d /= root_c2
-                d += eps
-                p -= step_size * (m / d)
+                d += eps_hat
+                np.divide(m, d, out=d)
+                d *= step_size
+                p -= d
 
     def evaluate(self) -> float:
         w1, b1, w2, b2 = self.params
