@@ -132,10 +132,11 @@ def time_once(impl: Impl, quick: bool) -> float | None:
 
 def _time_once(impl: Impl, quick: bool) -> float:
     r = impl.runner
+    settle = 0.0 if quick else SETTLE_S
     r.prepare()
     gc.collect()
     r.sync()
-    time.sleep(SETTLE_S)  # let the last runner's spinning BLAS/OpenMP threads go idle
+    time.sleep(settle)  # let the last runner's spinning BLAS/OpenMP threads go idle
     t0 = time.perf_counter()
     r.run()
     r.sync()
@@ -251,9 +252,14 @@ def memory_probe(impl_key: str, how: str, quick: bool) -> dict[str, Any]:
 
 
 def measure_memory(quick: bool, log) -> dict[str, Any]:
-    """Run every probe in its own subprocess; return {how: {impl: peak_bytes or skip}}."""
+    """Run every probe in its own subprocess; return {how: {impl: peak_bytes or why not}}.
+
+    The probes run side by side: each measures only its own process, and no clock
+    is read, so they cannot disturb one another's figures.
+    """
     result: dict[str, Any] = {"tracemalloc": {}, "rss": {}}
     torch_skip = R.torch_devices()["cpu"]
+    procs = {}
     for how, keys in (("tracemalloc", ["nnx", "bare"]), ("rss", ["nnx", "bare", "torch"])):
         for key in keys:
             if key == "torch" and torch_skip:
@@ -261,13 +267,23 @@ def measure_memory(quick: bool, log) -> dict[str, Any]:
                 continue
             cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-probe", key, how]
             cmd += ["--quick"] if quick else []
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            procs[(how, key)] = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+    for (how, key), proc in procs.items():
+        try:
+            out, err = proc.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            result[how][key] = "failed: timed out after 300 s"
+        else:
             if proc.returncode != 0:
-                tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
+                tail = (err or out).strip().splitlines()[-1:] or ["?"]
                 result[how][key] = f"failed: {tail[0]}"
             else:
-                result[how][key] = json.loads(proc.stdout.strip().splitlines()[-1])["peak_bytes"]
-            log(f"memory {how} {key}: {result[how][key]}")
+                result[how][key] = json.loads(out.strip().splitlines()[-1])["peak_bytes"]
+        log(f"memory {how} {key}: {result[how][key]}")
     return result
 
 
