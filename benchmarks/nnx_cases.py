@@ -74,7 +74,7 @@ class NnxMLP(NnxRunner):
         X, Y = self.x_train, self.y_train
         for i, j in batches(self.cfg.mlp_train, self.cfg.mlp_batch):
             opt.zero_grad()
-            loss = loss_fn(model(X[i:j]), Y[i:j])
+            loss = loss_fn(model(X[i:j, ...]), Y[i:j])
             model.backward(loss_fn.backward())
             opt.step()
         self.loss = loss
@@ -110,14 +110,14 @@ class NnxCNN(NnxRunner):
         for step in range(self.cfg.cnn_steps):
             i = step * bs
             opt.zero_grad()
-            loss = loss_fn(model(X[i : i + bs]), Y[i : i + bs])
+            loss = loss_fn(model(X[i : i + bs, ...]), Y[i : i + bs])
             model.backward(loss_fn.backward())
             opt.step()
         self.loss = loss
 
     def evaluate(self) -> float:
         m = self.cfg.cnn_test
-        x = self.backend.xp.reshape(self.x_test[:m], (-1, 1, 28, 28))
+        x = self.backend.xp.reshape(self.x_test[:m, ...], (-1, 1, 28, 28))
         self.model.eval()
         try:
             return self._accuracy(self.model(x), self.y_test[:m])

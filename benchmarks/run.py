@@ -99,12 +99,17 @@ def implementations(case: str, gpu: bool) -> list[Impl]:
         Impl(case, "bare", "bare NumPy", bare_cls),
         Impl(case, "floor", "matmul floor", floor_cls),
     ]
-    gpu_skip = "skipped: --no-gpu" if not gpu else (ndev["cuda"] or tdev["cuda"])
+    off = "" if gpu else "skipped: --no-gpu"
+    nnx_gpu_skip = off or ndev["cuda"] or nnx_skip
     rows += [
+        Impl(case, "nnx-gpu", "nnx (cupy)", lambda d, c: nnx_cls(d, c, "cuda"), nnx_gpu_skip),
         Impl(
-            case, "nnx-gpu", "nnx (cupy)", lambda d, c: nnx_cls(d, c, "cuda"), gpu_skip or nnx_skip
+            case,
+            "torch-gpu",
+            "PyTorch CUDA",
+            lambda d, c: torch_cls(d, c, "cuda"),
+            off or tdev["cuda"],
         ),
-        Impl(case, "torch-gpu", "PyTorch CUDA", lambda d, c: torch_cls(d, c, "cuda"), gpu_skip),
     ]
     return rows
 
