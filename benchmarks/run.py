@@ -469,13 +469,17 @@ def environment() -> dict[str, Any]:
 def blas_line(env: dict[str, Any]) -> str:
     pools = env["threadpools"]
     if isinstance(pools, str):
-        return pools
-    return ", ".join(
-        f"{p.get('internal_api')} {p.get('version')} {p.get('architecture', '')} "
-        f"x{p.get('num_threads')}"
-        for p in pools
-        if p.get("user_api") == "blas"
-    )
+        line = pools
+    else:
+        line = ", ".join(
+            f"{p.get('internal_api')} {p.get('version')} {p.get('architecture', '')} "
+            f"x{p.get('num_threads')}"
+            for p in pools
+            if p.get("user_api") == "blas"
+        )
+    if env["unset_for_this_process"]:
+        line += f" (unset for this process: {env['unset_for_this_process']})"
+    return line
 
 
 # -- main -------------------------------------------------------------------------------
