@@ -19,6 +19,7 @@ LOADERS = {"mnist": nnx.datasets.mnist, "fashion-mnist": nnx.datasets.fashion_mn
 # mean and standard deviation of the training pixels (scaled to [0, 1])
 STATS = {"mnist": (0.1307, 0.3081), "fashion-mnist": (0.2860, 0.3530)}
 DEFAULT_LR = {"mlp": 0.05, "cnn": 0.002}
+DEFAULT_BATCH = {"mlp": 128, "cnn": 64}
 
 
 def build(kind: str) -> nnx.Sequential:
@@ -57,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="cpu, cuda, cuda:N, torch:cpu, ... (default: NNX_BACKEND or cpu)",
     )
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=None, help="default: 128 (mlp), 64 (cnn)")
     p.add_argument("--lr", type=float, default=None, help="default: 0.05 (mlp), 0.002 (cnn)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", metavar="PATH", help="write a checkpoint here after every epoch")
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     shape = (784,) if args.model == "mlp" else (1, 28, 28)
     norm = STATS[args.dataset]
     device = nnx.get_backend(args.device)
-    train = nnx.DataLoader(x_train, y_train, batch_size=args.batch_size, shuffle=True,
+    batch_size = args.batch_size or DEFAULT_BATCH[args.model]
+    train = nnx.DataLoader(x_train, y_train, batch_size=batch_size, shuffle=True,
                            seed=args.seed, shape=shape, normalize=norm, device=device)  # fmt: skip
     test = nnx.DataLoader(
         x_test, y_test, batch_size=1000, shape=shape, normalize=norm, device=device
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         print(f"resumed {args.resume} at epoch {first_epoch} (saved on {meta['backend']})")
 
     print(f"{args.model.upper()} on {args.dataset}, device {device.spec}")
-    print(model.summary((args.batch_size, *shape)))
+    print(model.summary((batch_size, *shape)))
 
     def report(epoch: int, record: dict[str, float]) -> None:
         print(
