@@ -232,27 +232,13 @@ class NumpyBackend(Backend):
         batch_last: bool = True,
     ) -> np.ndarray:
         """Sum windows ``(C*kh*kw, pixels)`` back into NCHW ``shape`` (kh*kw in-place adds)."""
-        (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-        n, c, h, w = shape
-        oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-        hp, wp = h + 2 * ph, w + 2 * pw
+        (kh, kw), (n, c) = kernel, shape[:2]
+        oh, ow = _out_size(shape, kernel, stride, padding)
         if batch_last:
             d = cols.reshape(c, kh, kw, oh, ow, n)
-            out = np.zeros((c, hp, wp, n), dtype=cols.dtype)
-            a = 1
-        else:
-            d = cols.reshape(c, kh, kw, n, oh, ow).transpose(3, 0, 1, 2, 4, 5)
-            out = np.zeros((n, c, hp, wp), dtype=cols.dtype)
-            a = 2
-        index = [slice(None)] * 4
-        for i in range(kh):
-            for j in range(kw):
-                index[a] = slice(i, i + sh * (oh - 1) + 1, sh)
-                index[a + 1] = slice(j, j + sw * (ow - 1) + 1, sw)
-                out[tuple(index)] += d[:, i, j] if batch_last else d[:, :, i, j]
-        index[a], index[a + 1] = slice(ph, ph + h), slice(pw, pw + w)
-        out = out[tuple(index)]
-        return np.ascontiguousarray(out.transpose(3, 0, 1, 2) if batch_last else out)
+            return self._sum_windows(lambda i, j: d[:, i, j], shape, kernel, stride, padding, True)
+        d = cols.reshape(c, kh, kw, n, oh, ow).transpose(3, 0, 1, 2, 4, 5)
+        return self._sum_windows(lambda i, j: d[:, :, i, j], shape, kernel, stride, padding, False)
 
     def col2im_matmul(
         self,
@@ -265,27 +251,54 @@ class NumpyBackend(Backend):
         batch_last: bool = True,
     ) -> np.ndarray:
         """``col2im(wt @ dy)`` without the big product: one matmul per kernel offset, added hot."""
-        (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-        n, c, h, w = shape
-        oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-        hp, wp = h + 2 * ph, w + 2 * pw
+        (kh, kw), (n, c) = kernel, shape[:2]
+        oh, ow = _out_size(shape, kernel, stride, padding)
         w4 = wt.reshape(c, kh, kw, wt.shape[1])
         if batch_last:
-            out = np.zeros((c, hp, wp, n), dtype=dy.dtype)
-            a, rest = 1, (c, oh, ow, n)
+            piece = lambda i, j: (w4[:, i, j] @ dy).reshape(c, oh, ow, n)  # noqa: E731
         else:
-            out = np.zeros((n, c, hp, wp), dtype=dy.dtype)
-            a, rest = 2, (c, n, oh, ow)
+            piece = lambda i, j: (w4[:, i, j] @ dy).reshape(c, n, oh, ow).transpose(1, 0, 2, 3)  # noqa: E731
+        return self._sum_windows(piece, shape, kernel, stride, padding, batch_last)
+
+    @staticmethod
+    def _sum_windows(
+        piece: Callable[[int, int], np.ndarray],
+        shape: tuple[int, ...],
+        kernel: tuple[int, int],
+        stride: tuple[int, int],
+        padding: tuple[int, int],
+        batch_last: bool,
+    ) -> np.ndarray:
+        """Add ``piece(i, j)`` (the gradient of kernel offset i, j) into a padded image, crop it."""
+        (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+        n, c, h, w = shape
+        oh, ow = _out_size(shape, kernel, stride, padding)
+        hp, wp = h + 2 * ph, w + 2 * pw
+        a = 1 if batch_last else 2  # first spatial axis of the (C, H, W, N) or NCHW buffer
+        out = None
         index = [slice(None)] * 4
         for i in range(kh):
             for j in range(kw):
+                p = piece(i, j)
+                if out is None:
+                    out = np.zeros((c, hp, wp, n) if batch_last else (n, c, hp, wp), p.dtype)
                 index[a] = slice(i, i + sh * (oh - 1) + 1, sh)
                 index[a + 1] = slice(j, j + sw * (ow - 1) + 1, sw)
-                piece = (w4[:, i, j] @ dy).reshape(rest)
-                out[tuple(index)] += piece if batch_last else piece.transpose(1, 0, 2, 3)
+                out[tuple(index)] += p
         index[a], index[a + 1] = slice(ph, ph + h), slice(pw, pw + w)
         out = out[tuple(index)]
         return np.ascontiguousarray(out.transpose(3, 0, 1, 2) if batch_last else out)
+
+
+def _out_size(
+    shape: tuple[int, ...],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> tuple[int, int]:
+    """Output height and width of a window operation on NCHW ``shape``."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    return (shape[2] + 2 * ph - kh) // sh + 1, (shape[3] + 2 * pw - kw) // sw + 1
 
 
 class CupyBackend(Backend):

@@ -36,8 +36,8 @@ class _Pool2d(Layer):
     def __init__(
         self,
         kernel_size: int | tuple[int, int],
-        stride: int | tuple[int, int] | None,
-        padding: int | tuple[int, int],
+        stride: int | tuple[int, int] | None = None,
+        padding: int | tuple[int, int] = 0,
     ) -> None:
         super().__init__()
         self.kernel_size = pair(kernel_size, "kernel_size")
@@ -137,14 +137,6 @@ class _Pool2d(Layer):
 
 class MaxPool2d(_Pool2d):
     """Max over kh x kw windows; padding counts as -inf; ties send the gradient to the first max."""
-
-    def __init__(
-        self,
-        kernel_size: int | tuple[int, int],
-        stride: int | tuple[int, int] | None = None,
-        padding: int | tuple[int, int] = 0,
-    ) -> None:
-        super().__init__(kernel_size, stride, padding)
 
     def forward(self, x: Any) -> Any:
         xp = self.xp
