@@ -1,8 +1,8 @@
 """nnx: neural networks written once against the Python array API.
 
-import nnx
-nnx.use("cuda")                      # or NNX_BACKEND=cupy, or model.to("cuda")
-model = nnx.Sequential(nnx.Linear(2, 8), nnx.Tanh(), nnx.Linear(8, 1))
+Layers, losses and optimizers use only the array-API namespace a backend
+supplies; ``nnx.use("cuda")`` (or ``NNX_BACKEND=cupy``, or ``model.to("cuda")``)
+moves the same code from NumPy to CuPy or to any registered plugin.
 """
 
 from nnx import datasets, init, losses, optim
