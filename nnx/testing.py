@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
+import numpy as np  # host side only: reference values the backend under test must match
 
 import nnx
 from nnx import layers, losses, optim

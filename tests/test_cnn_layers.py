@@ -177,7 +177,7 @@ def test_conv_wrong_channel_count_names_layer_and_shapes(backend):
     layer = nnx.Conv2d(3, 4, 3)
     with pytest.raises(ValueError, match=r"Conv2d\(3, 4.*\(N, 3, H, W\).*\(2, 1, 8, 8\)"):
         layer(nnx.asarray(np.zeros((2, 1, 8, 8), np.float32)))
-    with pytest.raises(ValueError, match="smaller than the kernel"):
+    with pytest.raises(ValueError, match="smaller than the window"):
         layer(nnx.asarray(np.zeros((1, 3, 2, 2), np.float32)))
     with pytest.raises(ValueError, match="kernel_size"):
         nnx.Conv2d(1, 1, 0)

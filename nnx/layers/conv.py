@@ -54,6 +54,24 @@ def output_size(size: Pair, kernel: Pair, stride: Pair, padding: Pair) -> Pair:
     )
 
 
+def window_output(
+    layer: Any, x: Any, kernel: Pair, stride: Pair, padding: Pair, channels: int | None = None
+) -> Pair:
+    """(OH, OW) for NCHW input ``x``, or a ValueError naming ``layer`` and what is wrong."""
+    if x.ndim != 4 or (channels is not None and x.shape[1] != channels):
+        c = "C" if channels is None else channels
+        raise ValueError(
+            f"{layer.label()} expects inputs of shape (N, {c}, H, W), got {tuple(x.shape)}"
+        )
+    oh, ow = output_size(tuple(x.shape[2:]), kernel, stride, padding)
+    if oh < 1 or ow < 1:
+        raise ValueError(
+            f"{layer.label()}: input {tuple(x.shape)} is smaller than the window {kernel} "
+            f"(with padding {padding})"
+        )
+    return oh, ow
+
+
 def pad_axis(xp: Any, a: Any, axis: int, before: int, after: int, fill: float = 0.0) -> Any:
     """``a`` with ``before``/``after`` entries of ``fill`` concatenated along ``axis``."""
     if before == 0 and after == 0:
@@ -217,18 +235,7 @@ class Conv2d(Layer):
         self._ones: Any = None
 
     def _check(self, x: Any) -> Pair:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"{self.label()} expects inputs of shape (N, {self.in_channels}, H, W), "
-                f"got {tuple(x.shape)}"
-            )
-        oh, ow = output_size(tuple(x.shape[2:]), self.kernel_size, self.stride, self.padding)
-        if oh < 1 or ow < 1:
-            raise ValueError(
-                f"{self.label()}: input {tuple(x.shape)} is smaller than the kernel "
-                f"{self.kernel_size} (with padding {self.padding})"
-            )
-        return oh, ow
+        return window_output(self, x, self.kernel_size, self.stride, self.padding, self.in_channels)
 
     def batch_last(self, ow: int) -> bool:
         """Window layout for output width ``ow``: True puts the batch innermost.

@@ -23,10 +23,10 @@ from nnx.layers.conv import (
     col2im,
     from_nchw,
     im2col,
-    output_size,
     pad_axis,
     pair,
     to_nchw,
+    window_output,
 )
 
 
@@ -55,15 +55,7 @@ class _Pool2d(Layer):
         self._shape: tuple[int, ...] = ()
 
     def _out(self, x: Any) -> Pair:
-        if x.ndim != 4:
-            raise ValueError(f"{self.label()} expects inputs (N, C, H, W), got {tuple(x.shape)}")
-        oh, ow = output_size(tuple(x.shape[2:]), self.kernel_size, self.stride, self.padding)
-        if oh < 1 or ow < 1:
-            raise ValueError(
-                f"{self.label()}: input {tuple(x.shape)} is smaller than the window "
-                f"{self.kernel_size}"
-            )
-        return oh, ow
+        return window_output(self, x, self.kernel_size, self.stride, self.padding)
 
     def _tiles(self, x: Any, oh: int, ow: int) -> Any:
         """(kh*kw, N, C, OH, OW): the window elements de-interleaved, row-major window order.
