@@ -12,10 +12,8 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-import array_api_compat
-
-from nnx.backend import to_numpy
-from nnx.layers.base import Parameter
+from nnx.backend import Backend, backend_of, to_numpy
+from nnx.parameter import Parameter
 
 
 class Optimizer:
@@ -33,6 +31,12 @@ class Optimizer:
         self.lr = float(lr)
         self.steps = 0
         self._cache: dict[Any, tuple[Any, ...]] = {}  # see _constants
+        self._backend: Backend | None = None  # the last parameter's, tried first
+
+    def backend(self, p: Parameter) -> Backend:
+        """The backend owning ``p`` (its ``xp`` and ``ops``), found as losses find theirs."""
+        backend = self._backend = backend_of(p.value, self._backend)
+        return backend
 
     def zero_grad(self) -> None:
         """Forget accumulated gradients."""
@@ -74,7 +78,7 @@ class Optimizer:
         if hit is None:
             if len(self._cache) > 32:  # hyper-parameters changed many times: start over
                 self._cache.clear()
-            xp = array_api_compat.array_namespace(x)
+            xp = self.backend(p).xp
             hit = self._cache[key] = tuple(
                 xp.asarray(v, dtype=x.dtype, device=x.device) for v in values
             )
@@ -102,8 +106,6 @@ class Optimizer:
             raise ValueError(
                 f"state has {len(state['state'])} parameters, this optimizer {len(self.params)}"
             )
-        from nnx.backend import backend_of
-
         for p, saved in zip(self.params, state["state"], strict=True):
             backend = backend_of(p.value)
             p.state = {}
@@ -154,9 +156,7 @@ class SGD(Optimizer):
                 buf = state["momentum"] = g * 1.0  # a copy: g may be aliased by p.grad
             else:
                 (mu,) = self._constants(p, (momentum,))
-                buf *= mu
-                buf += g
-                state["momentum"] = buf
+                buf = state["momentum"] = self.backend(p).ops.momentum_update(buf, g, mu)
             g = g + momentum * buf if self.nesterov else buf
         p.value -= self.lr * g
 
@@ -271,10 +271,9 @@ class RMSprop(Optimizer):
         denom = v**0.5
         denom += self.eps
         if self.momentum:
+            (mu,) = self._constants(p, (self.momentum,))
             buf = self._state(p, "momentum")
-            buf *= self.momentum
-            buf += g / denom
-            p.state["momentum"] = buf
+            buf = p.state["momentum"] = self.backend(p).ops.momentum_update(buf, g / denom, mu)
             p.value -= self.lr * buf
         else:
             p.value -= self.lr * (g / denom)

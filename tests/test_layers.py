@@ -95,7 +95,7 @@ def test_eval_mode_keeps_nothing(backend):
     model = nnx.Sequential(nnx.Linear(2, 3), nnx.Tanh())
     model.eval()
     model(nnx.asarray(np.ones((4, 2), np.float32)))
-    assert model[0]._x is None and model[1]._y is None
+    assert model[0]._saved is None and model[1]._saved is None
     model.train()
     assert model[0].training and model[1].training
 
