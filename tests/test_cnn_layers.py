@@ -70,45 +70,8 @@ def batchnorm_ref(x, gamma, beta, eps, axes):
 # -- gradients -------------------------------------------------------------------------------
 
 
-def _batch_outer(layer: nnx.Conv2d) -> nnx.Conv2d:
-    layer.batch_layout = "outer"  # the window layout used for wide outputs
-    return layer
-
-
-GRADCHECK_CASES = {
-    "conv_stride2_pad1": (lambda: nnx.Conv2d(2, 3, 3, stride=2, padding=1), (2, 2, 5, 4)),
-    "conv_rect_nobias": (lambda: nnx.Conv2d(1, 2, (2, 3), bias=False), (2, 1, 4, 5)),
-    "conv_stride_pad_pairs": (
-        lambda: nnx.Conv2d(2, 2, 2, stride=(1, 2), padding=(0, 1)),
-        (1, 2, 3, 4),
-    ),
-    "conv_batch_outer": (
-        lambda: _batch_outer(nnx.Conv2d(2, 2, 3, stride=2, padding=1)),
-        (2, 2, 4, 5),
-    ),
-    "maxpool2": (lambda: nnx.MaxPool2d(2), (2, 2, 5, 4)),
-    "maxpool3_s2_p1": (lambda: nnx.MaxPool2d(3, stride=2, padding=1), (2, 2, 5, 4)),
-    "avgpool2": (lambda: nnx.AvgPool2d(2), (2, 2, 5, 4)),
-    "avgpool3_s2_p1": (lambda: nnx.AvgPool2d(3, stride=2, padding=1), (2, 2, 5, 4)),
-    "batchnorm2d": (lambda: nnx.BatchNorm2d(2), (3, 2, 3, 2)),
-    "batchnorm2d_noaffine": (lambda: nnx.BatchNorm2d(2, affine=False), (3, 2, 2, 2)),
-    "batchnorm1d": (lambda: nnx.BatchNorm1d(3), (5, 3)),
-    "batchnorm1d_ncl": (lambda: nnx.BatchNorm1d(2), (3, 2, 4)),
-    "dropout": (lambda: nnx.Dropout(0.4), (3, 2, 2, 3)),
-    "flatten": (lambda: nnx.Flatten(), (2, 2, 3, 2)),
-}
-
-
-@pytest.mark.parametrize("case", list(GRADCHECK_CASES))
-def test_gradcheck(backend, case):
-    make, shape = GRADCHECK_CASES[case]
-    layer = make()
-    # distinct values (no ties) so the max is differentiable at the check point
-    x = RNG.permutation(np.arange(np.prod(shape), dtype=np.float64)).reshape(shape) / 7.0 - 1.0
-    if case.startswith(("batchnorm", "dropout", "conv", "flatten")):
-        x = np.random.default_rng(3).standard_normal(shape)
-    result = nnx.gradcheck(layer, x)
-    assert result.ok, str(result)
+# gradient checks of every Conv2d/pool/BatchNorm example: tests/test_layers.py, over the one
+# table in nnx.testing.examples
 
 
 def test_gradcheck_small_cnn(backend):

@@ -18,6 +18,12 @@ SEED = 1234
 # A layer that exists in nnx.layers.__all__ but has no row here is reported as skipped
 # (and tests/test_conformance.py fails until the row is added).
 
+
+def _batch_outer(layer: Any) -> Any:
+    layer.batch_layout = "outer"  # the window layout NumPy picks for wide outputs
+    return layer
+
+
 LAYER_EXAMPLES: dict[str, list[tuple[Callable[[Any], Layer], tuple[int, ...]]]] = {
     "Identity": [(lambda m: m.Identity(), (3, 4))],
     "ReLU": [(lambda m: m.ReLU(), (3, 4))],
@@ -28,17 +34,49 @@ LAYER_EXAMPLES: dict[str, list[tuple[Callable[[Any], Layer], tuple[int, ...]]]] 
     "Softmax": [(lambda m: m.Softmax(), (3, 4)), (lambda m: m.Softmax(axis=0), (3, 4))],
     "Linear": [(lambda m: m.Linear(4, 3), (5, 4)), (lambda m: m.Linear(4, 2, bias=False), (3, 4))],
     "Sequential": [(lambda m: m.Sequential(m.Linear(4, 5), m.Tanh(), m.Linear(5, 3)), (2, 4))],
-    "Flatten": [(lambda m: m.Flatten(), (2, 3, 2, 2))],
-    "Dropout": [(lambda m: m.Dropout(0.5), (4, 6))],
-    "BatchNorm1d": [(lambda m: m.BatchNorm1d(4), (6, 4))],
-    "BatchNorm2d": [(lambda m: m.BatchNorm2d(3), (4, 3, 3, 3))],
+    "Flatten": [(lambda m: m.Flatten(), (2, 3, 2, 2)), (lambda m: m.Flatten(), (2, 2, 3, 2))],
+    "Dropout": [(lambda m: m.Dropout(0.5), (4, 6)), (lambda m: m.Dropout(0.4), (3, 2, 2, 3))],
+    "BatchNorm1d": [
+        (lambda m: m.BatchNorm1d(4), (6, 4)),
+        (lambda m: m.BatchNorm1d(3), (5, 3)),
+        (lambda m: m.BatchNorm1d(2), (3, 2, 4)),
+    ],
+    "BatchNorm2d": [
+        (lambda m: m.BatchNorm2d(3), (4, 3, 3, 3)),
+        (lambda m: m.BatchNorm2d(2), (3, 2, 3, 2)),
+        (lambda m: m.BatchNorm2d(2, affine=False), (3, 2, 2, 2)),
+    ],
     "Conv2d": [
         (lambda m: m.Conv2d(2, 3, 3, padding=1), (2, 2, 5, 5)),
         (lambda m: m.Conv2d(2, 2, (3, 2), stride=2), (2, 2, 5, 6)),
+        (lambda m: m.Conv2d(2, 3, 3, stride=2, padding=1), (2, 2, 5, 4)),
+        (lambda m: m.Conv2d(1, 2, (2, 3), bias=False), (2, 1, 4, 5)),
+        (lambda m: m.Conv2d(2, 2, 2, stride=(1, 2), padding=(0, 1)), (1, 2, 3, 4)),
+        (lambda m: _batch_outer(m.Conv2d(2, 2, 3, stride=2, padding=1)), (2, 2, 4, 5)),
     ],
-    "MaxPool2d": [(lambda m: m.MaxPool2d(2), (2, 2, 4, 4))],
-    "AvgPool2d": [(lambda m: m.AvgPool2d(2), (2, 2, 4, 4))],
+    "MaxPool2d": [
+        (lambda m: m.MaxPool2d(2), (2, 2, 4, 4)),
+        (lambda m: m.MaxPool2d(2), (2, 2, 5, 4)),
+        (lambda m: m.MaxPool2d(3, stride=2, padding=1), (2, 2, 5, 4)),
+    ],
+    "AvgPool2d": [
+        (lambda m: m.AvgPool2d(2), (2, 2, 4, 4)),
+        (lambda m: m.AvgPool2d(2), (2, 2, 5, 4)),
+        (lambda m: m.AvgPool2d(3, stride=2, padding=1), (2, 2, 5, 4)),
+    ],
 }
+
+
+def layer_example_ids() -> list[str]:
+    """ "Conv2d#3", ...: one id per row of LAYER_EXAMPLES (for pytest parametrisation)."""
+    return [f"{name}#{i}" for name, rows in LAYER_EXAMPLES.items() for i in range(len(rows))]
+
+
+def layer_example(example_id: str) -> tuple[Callable[[Any], Layer], tuple[int, ...]]:
+    """The (constructor, input shape) row named by :func:`layer_example_ids`."""
+    name, _, i = example_id.partition("#")
+    return LAYER_EXAMPLES[name][int(i)]
+
 
 # name in nnx.losses -> (constructor, prediction shape, target maker(rng, shape))
 LOSS_EXAMPLES: dict[str, list[tuple[Callable[[], Any], tuple[int, ...], Callable]]] = {
