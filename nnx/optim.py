@@ -66,8 +66,9 @@ class Optimizer:
 
         An array-with-array operation skips the conversion of a Python scalar that
         every ``array * 0.9`` pays (on NumPy it costs as much as a small operation
-        itself). Only for constant hyper-parameters: a value that changes every
-        step would cost a host-to-device copy per step on a GPU.
+        itself). Every optimizer passes its constant hyper-parameters (momentum,
+        betas, alpha, weight decay) through here; not the learning rate or Adam's
+        per-step bias corrections, which change (a host-to-device copy each time on a GPU).
         """
         x = p.value
         try:
@@ -147,7 +148,8 @@ class SGD(Optimizer):
 
     def update(self, p: Parameter, g: Any) -> None:
         if self.weight_decay:
-            g = g + self.weight_decay * p.value
+            (decay,) = self._constants(p, (self.weight_decay,))
+            g = g + decay * p.value
         momentum = self.momentum
         if momentum:
             state = p.state
@@ -202,7 +204,8 @@ class Adam(Optimizer):
             if self.decoupled:
                 p.value -= (self.lr * self.weight_decay) * p.value
             else:
-                g = g + self.weight_decay * p.value
+                (decay,) = self._constants(p, (self.weight_decay,))
+                g = g + decay * p.value
         b1, c1, b2, c2 = self._constants(p, self._hyper)
         state = p.state
         m, v = state.get("m"), state.get("v")
@@ -262,7 +265,8 @@ class RMSprop(Optimizer):
 
     def update(self, p: Parameter, g: Any) -> None:
         if self.weight_decay:
-            g = g + self.weight_decay * p.value
+            (decay,) = self._constants(p, (self.weight_decay,))
+            g = g + decay * p.value
         alpha, rest = self._constants(p, (self.alpha, 1.0 - self.alpha))
         v = self._state(p, "square_avg")
         v *= alpha
