@@ -29,7 +29,7 @@ def test_conformance(backend, check):
 
 def test_example_tables_cover_every_layer_loss_and_optimizer():
     assert missing_examples() == [], (
-        "add these to the example tables in nnx/testing.py so the kit checks them"
+        "add these to the example tables in nnx/testing/examples.py so the kit checks them"
     )
 
 
