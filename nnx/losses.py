@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from nnx.backend import Backend, owner_of
+from nnx.backend import Backend, OwnerCache
 from nnx.backend.ops import Ops
 
 REDUCTIONS = ("mean", "sum")
@@ -21,16 +21,17 @@ class Loss:
         self._grad: Any = None
         self.backend: Backend | None = None
         self.ops: Ops | None = None
+        self._owner = OwnerCache()
         self._count_shape: Any = None
         self._count = 1
 
     def namespace(self, pred: Any) -> Any:
         """The namespace of the backend owning ``pred``; binds ``self.backend``/``self.ops``.
 
-        Losses find their backend the way optimizers do (``nnx.backend.owner_of``,
-        the last one first), since a loss holds no arrays of its own.
+        Losses find their backend the way optimizers do (``nnx.backend.OwnerCache``),
+        since a loss holds no arrays of its own.
         """
-        backend = owner_of(pred, self.backend)
+        backend = self._owner.of(pred)
         if backend is None:
             raise TypeError(
                 f"{type(self).__name__} expects predictions on a started nnx backend, got "

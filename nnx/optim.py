@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from nnx.backend import Backend, backend_of, to_numpy
+from nnx.backend import Backend, BackendError, OwnerCache, backend_of, describe, to_numpy
 from nnx.parameter import Parameter
 
 
@@ -31,11 +31,13 @@ class Optimizer:
         self.lr = float(lr)
         self.steps = 0
         self._cache: dict[Any, tuple[Any, ...]] = {}  # see _constants
-        self._backend: Backend | None = None  # the last parameter's, tried first
+        self._owner = OwnerCache()
 
     def backend(self, p: Parameter) -> Backend:
         """The backend owning ``p`` (its ``xp`` and ``ops``), found as losses find theirs."""
-        backend = self._backend = backend_of(p.value, self._backend)
+        backend = self._owner.of(p.value)
+        if backend is None:
+            raise BackendError(f"no started nnx backend owns {p!r}, an {describe(p.value)}")
         return backend
 
     def zero_grad(self) -> None:

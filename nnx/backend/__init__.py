@@ -14,6 +14,7 @@ portable kernel table), ``registry`` (names, plugins, specs), ``context``
 from nnx.backend.base import Backend, BackendError, Generator, HostGenerator
 from nnx.backend.context import current, manual_seed, use, using
 from nnx.backend.convert import (
+    OwnerCache,
     asarray,
     backend_of,
     describe,
@@ -49,6 +50,7 @@ __all__ = [
     "HostGenerator",
     "NumpyBackend",
     "NumpyOps",
+    "OwnerCache",
     "Ops",
     "asarray",
     "availability",
