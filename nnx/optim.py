@@ -162,7 +162,7 @@ class SGD(Optimizer):
                 (mu,) = self._constants(p, (momentum,))
                 buf = state["momentum"] = self.backend(p).ops.momentum_update(buf, g, mu)
             g = g + momentum * buf if self.nesterov else buf
-        p.value -= self.lr * g
+        p.value = self.backend(p).ops.sub_scaled(p.value, self.lr, g)
 
 
 class Adam(Optimizer):

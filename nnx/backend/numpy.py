@@ -10,6 +10,7 @@ import numpy
 
 from nnx.backend.base import Backend, BackendError
 from nnx.backend.ops import Ops
+from nnx.backend.threads import parallel_for
 from nnx.window import Pair, output_size
 
 
@@ -21,6 +22,9 @@ class NumpyOps(Ops):
     """
 
     np: Any = numpy
+    #: split large kernels across nnx's CPU threads (see nnx.backend.threads);
+    #: a subclass for a GPU library sets it False
+    threaded: bool = True
 
     def __init__(self, xp: Any, device: Any = None) -> None:
         super().__init__(xp, device)
@@ -77,7 +81,8 @@ class NumpyOps(Ops):
     def im2col(
         self, x: Any, kernel: Pair, stride: Pair, padding: Pair, batch_last: bool = True
     ) -> Any:
-        """NCHW ``x`` -> windows ``(C*kh*kw, pixels)`` with one copy (sliding_window_view)."""
+        """NCHW ``x`` -> windows ``(C*kh*kw, pixels)``: one copy out of a sliding-window view,
+        split over output rows (batch_last) or images (batch outer) across the threads."""
         np = self.np
         (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
         n, c, h, w = x.shape
@@ -102,7 +107,14 @@ class NumpyOps(Ops):
         index = [slice(None)] * 4
         index[a], index[a + 1] = slice(0, sh * (oh - 1) + 1, sh), slice(0, sw * (ow - 1) + 1, sw)
         win = win[tuple(index)]  # (C, OH, OW, N, kh, kw) or (C, N, OH, OW, kh, kw)
-        return win.transpose(0, 4, 5, 1, 2, 3).reshape(c * kh * kw, oh * ow * n)
+        src = win.transpose(0, 4, 5, 1, 2, 3)  # (C, kh, kw, OH, OW, N) or (C, kh, kw, N, OH, OW)
+        out = np.empty(src.shape, dtype=x.dtype)
+
+        def copy(lo: int, hi: int) -> None:
+            out[:, :, :, lo:hi] = src[:, :, :, lo:hi]
+
+        self._parallel(src.shape[3], copy, out.size)
+        return out.reshape(c * kh * kw, oh * ow * n)
 
     def col2im(
         self,
@@ -113,14 +125,19 @@ class NumpyOps(Ops):
         padding: Pair,
         batch_last: bool = True,
     ) -> Any:
-        """Sum windows ``(C*kh*kw, pixels)`` back into NCHW ``shape`` (kh*kw in-place adds)."""
+        """Sum windows ``(C*kh*kw, pixels)`` back into NCHW ``shape``: kh*kw in-place adds
+        per channel, the channels split across the threads."""
         (kh, kw), (n, c) = kernel, shape[:2]
         oh, ow = output_size(shape[2:], kernel, stride, padding)
         if batch_last:
             d = cols.reshape(c, kh, kw, oh, ow, n)
-            return self._sum_windows(lambda i, j: d[:, i, j], shape, kernel, stride, padding, True)
+            return self._sum_windows(
+                lambda i, j, cs: d[cs, i, j], shape, kernel, stride, padding, True
+            )
         d = cols.reshape(c, kh, kw, n, oh, ow).transpose(3, 0, 1, 2, 4, 5)
-        return self._sum_windows(lambda i, j: d[:, :, i, j], shape, kernel, stride, padding, False)
+        return self._sum_windows(
+            lambda i, j, cs: d[:, cs, i, j], shape, kernel, stride, padding, False
+        )
 
     def col2im_matmul(
         self,
@@ -132,45 +149,171 @@ class NumpyOps(Ops):
         padding: Pair,
         batch_last: bool = True,
     ) -> Any:
-        """``col2im(wt @ dy)`` without the big product: one matmul per kernel offset, added hot."""
-        (kh, kw), (n, c) = kernel, shape[:2]
-        oh, ow = output_size(shape[2:], kernel, stride, padding)
-        w4 = wt.reshape(c, kh, kw, wt.shape[1])
-        if batch_last:
-            piece = lambda i, j: (w4[:, i, j] @ dy).reshape(c, oh, ow, n)  # noqa: E731
-        else:
-            piece = lambda i, j: (w4[:, i, j] @ dy).reshape(c, n, oh, ow).transpose(1, 0, 2, 3)  # noqa: E731
-        return self._sum_windows(piece, shape, kernel, stride, padding, batch_last)
+        """``col2im(wt @ dy)``: one matmul on all BLAS threads, then the threaded col2im.
+
+        (One matmul per kernel offset keeps each piece in cache but runs kh*kw
+        tiny, badly shaped GEMMs, and BLAS cannot be called from the pool's threads.)
+        """
+        return self.col2im(wt @ dy, shape, kernel, stride, padding, batch_last)
 
     def _sum_windows(
         self,
-        piece: Callable[[int, int], Any],
+        piece: Callable[[int, int, slice], Any],
         shape: tuple[int, ...],
         kernel: Pair,
         stride: Pair,
         padding: Pair,
         batch_last: bool,
     ) -> Any:
-        """Add ``piece(i, j)`` (the gradient of kernel offset i, j) into a padded image, crop it."""
+        """Add ``piece(i, j, channels)`` (the gradient of kernel offset i, j) into a padded
+        image and write its crop into NCHW, one chunk of channels per thread."""
         np = self.np
         (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
         n, c, h, w = shape
         oh, ow = output_size((h, w), kernel, stride, padding)
         hp, wp = h + 2 * ph, w + 2 * pw
-        a = 1 if batch_last else 2  # first spatial axis of the (C, H, W, N) or NCHW buffer
-        out = None
-        index = [slice(None)] * 4
-        for i in range(kh):
-            for j in range(kw):
-                p = piece(i, j)
-                if out is None:
-                    out = np.zeros((c, hp, wp, n) if batch_last else (n, c, hp, wp), p.dtype)
-                index[a] = slice(i, i + sh * (oh - 1) + 1, sh)
-                index[a + 1] = slice(j, j + sw * (ow - 1) + 1, sw)
-                out[tuple(index)] += p
-        index[a], index[a + 1] = slice(ph, ph + h), slice(pw, pw + w)
-        out = out[tuple(index)]
-        return np.ascontiguousarray(out.transpose(3, 0, 1, 2) if batch_last else out)
+        dtype = piece(0, 0, slice(0, 0)).dtype
+        # (C, H, W, N) or NCHW padded buffer
+        buf = np.zeros((c, hp, wp, n) if batch_last else (n, c, hp, wp), dtype)
+        dx = np.empty((n, c, h, w), dtype)
+
+        def add(lo: int, hi: int) -> None:
+            cs = slice(lo, hi)
+            out = buf[cs] if batch_last else buf[:, cs]
+            a = 1 if batch_last else 2  # first spatial axis of out
+            index = [slice(None)] * 4
+            for i in range(kh):
+                for j in range(kw):
+                    index[a] = slice(i, i + sh * (oh - 1) + 1, sh)
+                    index[a + 1] = slice(j, j + sw * (ow - 1) + 1, sw)
+                    out[tuple(index)] += piece(i, j, cs)
+            index[a], index[a + 1] = slice(ph, ph + h), slice(pw, pw + w)
+            crop = out[tuple(index)]
+            dx[:, cs] = crop.transpose(3, 0, 1, 2) if batch_last else crop
+
+        self._parallel(c, add, buf.size * kh * kw)
+        return dx
+
+    # -- elementwise ------------------------------------------------------------------------
+    def _parallel(self, n: int, body: Callable[[int, int], None], work: int) -> None:
+        """``parallel_for`` on the CPU; one call where ``threaded`` is off (a GPU subclass)."""
+        if self.threaded:
+            parallel_for(n, body, work)
+        else:
+            body(0, n)
+
+    @staticmethod
+    def _flat(*arrays: Any) -> list[Any] | None:
+        """1-D views of C-contiguous arrays of one shape, or None (then the plain kernel runs)."""
+        shape = arrays[0].shape
+        if all(a.flags.c_contiguous and a.shape == shape for a in arrays):
+            return [a.reshape(-1) for a in arrays]
+        return None
+
+    def relu(self, x: Any) -> Any:
+        """``maximum(x, 0)`` into a fresh array, split across the threads when large."""
+        np = self.np
+        y = np.empty(x.shape, dtype=x.dtype)
+        flat = self._flat(x, y)
+        if flat is None:
+            return np.maximum(x, 0)
+        xf, yf = flat
+
+        def body(lo: int, hi: int) -> None:
+            np.maximum(xf[lo:hi], 0, out=yf[lo:hi])
+
+        self._parallel(xf.shape[0], body, xf.shape[0])
+        return y
+
+    def relu_backward(self, dy: Any, y: Any) -> Any:
+        """``dy * (y > 0)``: the bool mask is cast inside the multiply, chunked across threads."""
+        np = self.np
+        dx = np.empty(dy.shape, dtype=dy.dtype)
+        flat = self._flat(dy, y, dx)
+        if flat is None:
+            return super().relu_backward(dy, y)
+        df, yf, of = flat
+
+        def body(lo: int, hi: int) -> None:
+            np.multiply(df[lo:hi], yf[lo:hi] > 0, out=of[lo:hi])
+
+        self._parallel(df.shape[0], body, df.shape[0])
+        return dx
+
+    def momentum_update(self, buf: Any, g: Any, momentum: Any) -> Any:
+        """``buf = buf * momentum + g`` in place, split across the threads when large."""
+        np = self.np
+        flat = self._flat(buf, g) if buf.flags.writeable else None
+        if flat is None:
+            return super().momentum_update(buf, g, momentum)
+        bf, gf = flat
+
+        def body(lo: int, hi: int) -> None:
+            b = bf[lo:hi]
+            np.multiply(b, momentum, out=b)
+            np.add(b, gf[lo:hi], out=b)
+
+        self._parallel(bf.shape[0], body, 2 * bf.shape[0])
+        return buf
+
+    def sub_scaled(self, value: Any, scale: float, g: Any) -> Any:
+        """``value - scale * g``, in place: chunks of cache size, split across the threads."""
+        np = self.np
+        flat = self._flat(value, g) if value.flags.writeable else None
+        if flat is None:
+            return super().sub_scaled(value, scale, g)
+        vf, gf = flat
+        step = 1 << 13  # 32 KiB of float32: the product stays in L1 before the subtract
+
+        def body(lo: int, hi: int) -> None:
+            tmp = np.empty(min(step, hi - lo), dtype=vf.dtype)
+            for a in range(lo, hi, step):
+                b = min(a + step, hi)
+                t = np.multiply(gf[a:b], scale, out=tmp[: b - a])
+                np.subtract(vf[a:b], t, out=vf[a:b])
+
+        self._parallel(vf.shape[0], body, 2 * vf.shape[0])
+        return value
+
+    # -- pooling tiles ----------------------------------------------------------------------
+    def pool_tiles(self, x: Any, kernel: Pair, oh: int, ow: int) -> Any:
+        """(kh*kw, N, C, OH, OW) de-interleaved windows: one copy, images split across threads."""
+        np = self.np
+        (kh, kw), (n, c) = kernel, x.shape[:2]
+        x6 = x[:, :, : oh * kh, : ow * kw].reshape(n, c, oh, kh, ow, kw)
+        out = np.empty((kh, kw, n, c, oh, ow), dtype=x.dtype)
+        view = x6.transpose(3, 5, 0, 1, 2, 4)
+
+        def copy(lo: int, hi: int) -> None:
+            out[:, :, lo:hi] = view[:, :, lo:hi]
+
+        self._parallel(n, copy, out.size)
+        return out.reshape(kh * kw, n, c, oh, ow)
+
+    def maxpool_backward(
+        self, tiles: Any, y: Any, dy: Any, kernel: Pair, shape: tuple[int, ...]
+    ) -> Any:
+        """The portable masks, written straight into the strided slots of ``dx`` (no stack
+        copies), images split across the threads."""
+        np = self.np
+        (kh, kw), (n, c, h, w) = kernel, shape
+        oh, ow = y.shape[2:]
+        if (h, w) != (oh * kh, ow * kw) or not dy.flags.c_contiguous:
+            return super().maxpool_backward(tiles, y, dy, kernel, shape)
+        dx = np.empty(shape, dtype=dy.dtype)
+        dx6 = dx.reshape(n, c, oh, kh, ow, kw)
+
+        def body(lo: int, hi: int) -> None:
+            rest = dy[lo:hi]
+            yy = y[lo:hi]
+            for k in range(kh * kw - 1):
+                slot = dx6[lo:hi, :, :, k // kw, :, k % kw]
+                np.multiply(rest, tiles[k, lo:hi] == yy, out=slot)
+                rest = rest - slot
+            dx6[lo:hi, :, :, kh - 1, :, kw - 1] = rest
+
+        self._parallel(n, body, dx.size)
+        return dx
 
 
 class NumpyBackend(Backend):

@@ -34,6 +34,10 @@ class Ops:
         return self.xp.sum(a, axis=1, keepdims=keepdims)
 
     # -- elementwise pieces of layers and optimizers ------------------------------------
+    def relu(self, x: Any) -> Any:
+        """``maximum(x, 0)``, a fresh array (the ReLU forward)."""
+        return self.xp.maximum(x, 0.0)
+
     def relu_backward(self, dy: Any, y: Any) -> Any:
         """``dy`` where the ReLU output ``y`` is positive, else 0 (a 0/1 mask multiplied in).
 
@@ -47,6 +51,11 @@ class Ops:
         buf *= momentum
         buf += g
         return buf
+
+    def sub_scaled(self, value: Any, scale: float, g: Any) -> Any:
+        """``value - scale * g`` (the SGD step), in place where writeable; returns the result."""
+        value -= scale * g
+        return value
 
     # -- convolution windows (layouts in nnx.window) ----------------------------------------
     def transpose2d(self, a: Any) -> Any:
@@ -125,6 +134,24 @@ class Ops:
         rows = [xp.stack(pieces[i * kw : (i + 1) * kw], axis=4) for i in range(kh)]
         dx = xp.reshape(xp.stack(rows, axis=3), (n, c, oh * kh, ow * kw))
         return window.pad_axis(xp, window.pad_axis(xp, dx, 2, 0, h - oh * kh), 3, 0, w - ow * kw)
+
+    def maxpool_backward(
+        self, tiles: Any, y: Any, dy: Any, kernel: Pair, shape: tuple[int, ...]
+    ) -> Any:
+        """Max-pool input gradient from :meth:`pool_tiles` ``tiles`` and the pooled ``y``.
+
+        Each window's gradient goes to its *first* maximum (row-major), as in PyTorch:
+        0/1 masks multiplied in (``where`` is ~10x slower on NumPy for random masks),
+        what a position takes is subtracted from what later positions may take.
+        """
+        xp = self.xp
+        pieces, rest = [], dy
+        for k in range(tiles.shape[0] - 1):
+            piece = rest * xp.astype(tiles[k, ...] == y, dy.dtype)
+            pieces.append(piece)
+            rest = rest - piece  # what is left for later positions: ties get nothing
+        pieces.append(rest)
+        return self.pool_untile(pieces, kernel, shape)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} on {self.device}>"

@@ -114,17 +114,7 @@ class MaxPool2d(_Pool2d):
         if not self.requires_input_grad:
             return None
         if self.tiles:
-            tiles = windows
-            views = [tiles[k, ...] for k in range(tiles.shape[0])]
-            # multiplying by 0/1 masks, not xp.where: NumPy's where branches per element
-            # and is ~10x slower on random masks
-            pieces, rest = [], dy
-            for v in views[:-1]:
-                piece = rest * xp.astype(v == y, dy.dtype)
-                pieces.append(piece)
-                rest = rest - piece  # what is left for later positions: ties get nothing
-            pieces.append(rest)
-            return self.ops.pool_untile(pieces, self.kernel_size, shape)
+            return self.ops.maxpool_backward(windows, y, dy, self.kernel_size, shape)
         index = windows  # (C, OH*OW*N): argmax gives the first maximum
         kk = self.kernel_size[0] * self.kernel_size[1]
         slots = xp.reshape(xp.arange(kk, dtype=index.dtype, device=dy.device), (1, kk, 1))

@@ -6,11 +6,12 @@ The kit finds the overrides itself (methods of ``type(backend.ops)`` that are no
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from nnx.backend import Backend, Ops
+from nnx.backend import Backend, Ops, threads
 from nnx.testing.helpers import Skip, _check, _close, _host
 
 Case = tuple[str, tuple[Any, ...], dict[str, Any]]
@@ -43,11 +44,30 @@ def _cases(name: str, b: Backend, ref: Ops) -> Iterator[Case]:
             kw = [{}] if name == "sum_axis0" else [{}, {"keepdims": True}]
             for k in kw:
                 yield f"{shape} {k}", (b.asarray(_host(shape)),), k
+    elif name == "relu":
+        for shape in ((6, 5), (2, 3, 4, 5)):
+            yield f"{shape}", (b.asarray(_host(shape, 1)),), {}
     elif name == "relu_backward":
-        yield "(6, 5)", (b.asarray(_host((6, 5), 1)), b.asarray(_host((6, 5), 2))), {}
+        for shape in ((6, 5), (2, 3, 4, 5)):
+            yield f"{shape}", (b.asarray(_host(shape, 1)), b.asarray(_host(shape, 2))), {}
     elif name == "momentum_update":
         mu = b.asarray(0.9)
-        yield "(4, 3)", (b.asarray(_host((4, 3), 1)), b.asarray(_host((4, 3), 2)), mu), {}
+        for shape in ((4, 3), (7, 9)):
+            yield f"{shape}", (b.asarray(_host(shape, 1)), b.asarray(_host(shape, 2)), mu), {}
+    elif name == "sub_scaled":
+        for shape in ((4, 3), (130, 70)):  # 9100 elements: more than one cache-sized chunk
+            yield f"{shape}", (b.asarray(_host(shape, 1)), 0.05, b.asarray(_host(shape, 2))), {}
+    elif name == "maxpool_backward":
+        # a ReLU-like input with many ties at 0 (the first maximum takes the gradient)
+        for shape, k in (((2, 3, 4, 6), (2, 2)), ((2, 1, 7, 5), (3, 2)), ((3, 2, 6, 6), (3, 3))):
+            oh, ow = shape[2] // k[0], shape[3] // k[1]
+            x = ref.relu(b.asarray(_host(shape, 3)))
+            tiles = ref.pool_tiles(x, k, oh, ow)
+            y = tiles[0, ...]
+            for t in range(1, tiles.shape[0]):
+                y = b.xp.maximum(y, tiles[t, ...])
+            dy = b.asarray(_host((shape[0], shape[1], oh, ow), 4))
+            yield f"{shape}, kernel {k}", (tiles, y, dy, k, shape), {}
     elif name == "transpose2d":  # rows of 512 float32 (2 KiB) take NumPy's staged path
         for shape in ((3, 5), (4, 512)):
             yield f"{shape}", (b.asarray(_host(shape)),), {}
@@ -93,7 +113,16 @@ def _compare(name: str, fast: Callable, slow: Callable, case: Case) -> None:
     fresh = tuple(a * 1.0 if hasattr(a, "shape") else a for a in args)
     got = fast(*args, **kwargs)
     want = slow(*fresh, **kwargs)
-    exact = name in ("transpose2d", "im2col", "from_nchw", "pool_tiles", "pool_untile")
+    exact = name in (
+        "transpose2d",
+        "im2col",
+        "from_nchw",
+        "pool_tiles",
+        "pool_untile",
+        "relu",
+        "relu_backward",
+        "maxpool_backward",
+    )
     tol = (0.0, 0.0) if exact else (1e-5, 1e-5)
     _close(got, want, f"{name}({what})", *tol)
 
@@ -107,6 +136,10 @@ def _ops(backend: Backend) -> None:
     if not names:
         raise Skip(f"{type(ops).__name__} overrides no kernel of Ops")
     ref = Ops(backend.xp, backend.device)
-    for name in names:
-        for case in _cases(name, backend, ref):
-            _compare(name, getattr(ops, name), getattr(ref, name), case)
+    # once as configured (small cases: one thread), once with every kernel split over
+    # threads however small, so the parallel paths of a CPU backend are checked too
+    for split in (False, True):
+        with threads.forced(3) if split else contextlib.nullcontext():
+            for name in names:
+                for case in _cases(name, backend, ref):
+                    _compare(name, getattr(ops, name), getattr(ref, name), case)
