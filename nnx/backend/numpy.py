@@ -194,6 +194,29 @@ class NumpyOps(Ops):
         self._parallel(c, add, buf.size * kh * kw)
         return dx
 
+    def conv_output(
+        self, y: Any, bias: Any | None, shape: tuple[int, int, int, int], batch_last: bool
+    ) -> Any:
+        """The bias added while copying into NCHW: one sweep, images split across threads."""
+        np = self.np
+        n, c, h, w = shape
+        out = np.empty(shape, dtype=y.dtype)
+        src = (
+            y.reshape(c, h, w, n).transpose(3, 0, 1, 2)
+            if batch_last
+            else y.reshape(c, n, h, w).transpose(1, 0, 2, 3)
+        )
+        b = None if bias is None else bias.reshape(1, c, 1, 1)
+
+        def body(lo: int, hi: int) -> None:
+            if b is None:
+                out[lo:hi] = src[lo:hi]
+            else:
+                np.add(src[lo:hi], b, out=out[lo:hi])
+
+        self._parallel(n, body, out.size)
+        return out
+
     # -- elementwise ------------------------------------------------------------------------
     def _parallel(self, n: int, body: Callable[[int, int], None], work: int) -> None:
         """``parallel_for`` on the CPU; one call where ``threaded`` is off (a GPU subclass)."""

@@ -100,6 +100,14 @@ class Ops:
         """``col2im(wt @ dy, ...)``: a convolution's input gradient (a backend may fuse it)."""
         return self.col2im(wt @ dy, shape, kernel, stride, padding, batch_last)
 
+    def conv_output(
+        self, y: Any, bias: Any | None, shape: tuple[int, int, int, int], batch_last: bool
+    ) -> Any:
+        """Window-layout ``y`` (C, pixels) plus ``bias`` (C,) or None -> C-contiguous NCHW."""
+        if bias is not None:
+            y = y + self.xp.reshape(bias, (-1, 1))
+        return window.to_nchw(self.xp, y, shape, batch_last)
+
     def from_nchw(self, dy: Any, batch_last: bool) -> Any:
         """NCHW ``dy`` -> ``(C, OH*OW*N)`` (or ``(C, N*OH*OW)``), the layout of window.to_nchw."""
         xp = self.xp

@@ -11,7 +11,7 @@ from typing import Any
 
 from nnx import init
 from nnx.layers.base import Layer, Parameter
-from nnx.window import Pair, pair, to_nchw, window_output
+from nnx.window import Pair, pair, window_output
 
 __all__ = ["Conv2d"]
 
@@ -73,10 +73,9 @@ class Conv2d(Layer):
         batch_last = self.batch_last(ow)
         cols = self.ops.im2col(x, self.kernel_size, self.stride, self.padding, batch_last)
         y = xp.reshape(self.weight.value, (o, -1)) @ cols  # one matmul: (O, pixels)
-        if self.bias is not None:
-            y += xp.reshape(self.bias.value, (o, 1))
         self.save_for_backward(cols, tuple(x.shape), batch_last)
-        return to_nchw(xp, y, (n, o, oh, ow), batch_last)
+        bias = None if self.bias is None else self.bias.value
+        return self.ops.conv_output(y, bias, (n, o, oh, ow), batch_last)
 
     def backward(self, dy: Any) -> Any:
         cols, shape, batch_last = self.saved()

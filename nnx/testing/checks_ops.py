@@ -44,6 +44,14 @@ def _cases(name: str, b: Backend, ref: Ops) -> Iterator[Case]:
             kw = [{}] if name == "sum_axis0" else [{}, {"keepdims": True}]
             for k in kw:
                 yield f"{shape} {k}", (b.asarray(_host(shape)),), k
+    elif name == "conv_output":
+        for shape in ((2, 3, 4, 5), (3, 4, 2, 1)):
+            n, c, h, w = shape
+            for last in (True, False):
+                y = b.asarray(_host((c, n * h * w), 1))
+                for bias in (b.asarray(_host((c,), 2)), None):
+                    what = f"{shape}, batch_last={last}, bias={bias is not None}"
+                    yield what, (y, bias, shape, last), {}
     elif name == "relu":
         for shape in ((6, 5), (2, 3, 4, 5)):
             yield f"{shape}", (b.asarray(_host(shape, 1)),), {}
@@ -121,6 +129,7 @@ def _compare(name: str, fast: Callable, slow: Callable, case: Case) -> None:
         "pool_untile",
         "relu",
         "relu_backward",
+        "conv_output",
         "maxpool_backward",
     )
     tol = (0.0, 0.0) if exact else (1e-5, 1e-5)
