@@ -19,6 +19,7 @@ from nnx.backend import (
     use,
     using,
 )
+from nnx.backend.threads import get_num_threads, set_num_threads
 from nnx.data import DataLoader
 from nnx.gradcheck import gradcheck
 from nnx.io import load, save
@@ -45,9 +46,11 @@ __all__ = [
     "datasets",
     "evaluate",
     "fit",
+    "get_num_threads",
     "load",
     "predict",
     "save",
+    "set_num_threads",
     "get_backend",
     "gradcheck",
     "init",

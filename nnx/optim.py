@@ -160,7 +160,11 @@ class SGD(Optimizer):
                 buf = state["momentum"] = g * 1.0  # a copy: g may be aliased by p.grad
             else:
                 (mu,) = self._constants(p, (momentum,))
-                buf = state["momentum"] = self.backend(p).ops.momentum_update(buf, g, mu)
+                ops = self.backend(p).ops
+                if not self.nesterov:  # the common case: both sweeps in one kernel
+                    p.value, state["momentum"] = ops.momentum_step(p.value, buf, g, mu, self.lr)
+                    return
+                buf = state["momentum"] = ops.momentum_update(buf, g, mu)
             g = g + momentum * buf if self.nesterov else buf
         p.value = self.backend(p).ops.sub_scaled(p.value, self.lr, g)
 

@@ -280,23 +280,38 @@ class NumpyOps(Ops):
         return buf
 
     def sub_scaled(self, value: Any, scale: float, g: Any) -> Any:
-        """``value - scale * g``, in place: chunks of cache size, split across the threads."""
+        """``value -= scale * g`` in place, split across the threads when large."""
         np = self.np
         flat = self._flat(value, g) if value.flags.writeable else None
         if flat is None:
             return super().sub_scaled(value, scale, g)
         vf, gf = flat
-        step = 1 << 13  # 32 KiB of float32: the product stays in L1 before the subtract
 
         def body(lo: int, hi: int) -> None:
-            tmp = np.empty(min(step, hi - lo), dtype=vf.dtype)
-            for a in range(lo, hi, step):
-                b = min(a + step, hi)
-                t = np.multiply(gf[a:b], scale, out=tmp[: b - a])
-                np.subtract(vf[a:b], t, out=vf[a:b])
+            np.subtract(vf[lo:hi], np.multiply(gf[lo:hi], scale), out=vf[lo:hi])
 
         self._parallel(vf.shape[0], body, 2 * vf.shape[0])
         return value
+
+    def momentum_step(
+        self, value: Any, buf: Any, g: Any, momentum: Any, lr: float
+    ) -> tuple[Any, Any]:
+        """Both SGD-momentum sweeps in one pass over each thread's chunk (one hand-off)."""
+        np = self.np
+        ok = value.flags.writeable and buf.flags.writeable
+        flat = self._flat(value, buf, g) if ok else None
+        if flat is None:
+            return super().momentum_step(value, buf, g, momentum, lr)
+        vf, bf, gf = flat
+
+        def body(lo: int, hi: int) -> None:
+            b = bf[lo:hi]
+            np.multiply(b, momentum, out=b)
+            np.add(b, gf[lo:hi], out=b)
+            np.subtract(vf[lo:hi], np.multiply(b, lr), out=vf[lo:hi])
+
+        self._parallel(vf.shape[0], body, 3 * vf.shape[0])
+        return value, buf
 
     # -- pooling tiles ----------------------------------------------------------------------
     def pool_tiles(self, x: Any, kernel: Pair, oh: int, ow: int) -> Any:

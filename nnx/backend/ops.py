@@ -52,6 +52,16 @@ class Ops:
         buf += g
         return buf
 
+    def momentum_step(
+        self, value: Any, buf: Any, g: Any, momentum: Any, lr: float
+    ) -> tuple[Any, Any]:
+        """One SGD-momentum step: ``buf = buf * momentum + g; value -= lr * buf``.
+
+        Returns ``(value, buf)``, updated in place where writeable.
+        """
+        buf = self.momentum_update(buf, g, momentum)
+        return self.sub_scaled(value, lr, buf), buf
+
     def sub_scaled(self, value: Any, scale: float, g: Any) -> Any:
         """``value - scale * g`` (the SGD step), in place where writeable; returns the result."""
         value -= scale * g
