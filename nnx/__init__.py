@@ -21,7 +21,7 @@ from nnx.backend import (
 )
 from nnx.data import DataLoader
 from nnx.gradcheck import gradcheck
-from nnx.io import load, save
+from nnx.io import CheckpointError, load, save
 from nnx.layers import *  # noqa: F403  (every layer, listed in nnx.layers.__all__)
 from nnx.layers import __all__ as _layers
 from nnx.losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
@@ -34,6 +34,7 @@ __all__ = [
     "Backend",
     "BackendError",
     "BCEWithLogitsLoss",
+    "CheckpointError",
     "CrossEntropyLoss",
     "DataLoader",
     "EarlyStopping",
