@@ -151,7 +151,7 @@ def _read_optimizer(
             index, _, name = key.partition("/")
             if not index.isdigit() or int(index) >= n or name not in optimizer.state_names:
                 raise ckpt.error(
-                    f"optimizer entry {key!r} does not fit this {type(optimizer).__name__} "
+                    f"optimizer entry {'optim/' + key!r} does not fit this {type(optimizer).__name__} "
                     f"of {n} parameters"
                 )
             shape = tuple(optimizer.params[int(index)].shape)
