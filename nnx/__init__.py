@@ -20,6 +20,7 @@ from nnx.backend import (
     using,
 )
 from nnx.data import DataLoader
+from nnx.divergence import TrainingDiverged
 from nnx.gradcheck import gradcheck
 from nnx.io import CheckpointError, load, save
 from nnx.layers import *  # noqa: F403  (every layer, listed in nnx.layers.__all__)
@@ -40,6 +41,7 @@ __all__ = [
     "EarlyStopping",
     "History",
     "MSELoss",
+    "TrainingDiverged",
     "asarray",
     "backends",
     "current",

@@ -188,7 +188,7 @@ class CrossEntropyLoss(Loss):
         # -sum(onehot * log_softmax) with log_softmax = shifted - log(total) and every row
         # of onehot summing to 1 (smoothed too): sum(log(total)) - sum(onehot * shifted).
         # Where onehot is 0 the product must be 0 even for a masked -inf logit (not nan).
-        picked = xp.where(onehot != 0, onehot * shifted, xp.zeros_like(shifted))
+        picked = xp.where(onehot != 0, shifted, xp.zeros_like(shifted)) * onehot
         return (xp.sum(xp.log(total)) - xp.sum(picked)) * scale
 
     def _check_range(self, xp: Any, target: Any, c: int) -> None:
