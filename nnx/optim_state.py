@@ -32,7 +32,7 @@ def check_hyperparameter(name: str, value: Any, current: Any) -> None:
 
 # name -> (lowest, highest, lowest excluded)
 _RANGES = {
-    "lr": (0.0, math.inf, True),
+    "lr": (0.0, math.inf, False),  # 0: where a schedule ends
     "eps": (0.0, math.inf, True),
     "momentum": (0.0, math.inf, False),
     "weight_decay": (0.0, math.inf, False),
