@@ -1,4 +1,5 @@
-"""Downloads against misbehaving servers: concurrency, floods, trickles, odd redirects, lying headers.
+"""Downloads against misbehaving servers (concurrency, floods, trickles, odd redirects, lying
+headers) and IDX files under random damage.
 
 The only network used is a local http.server on 127.0.0.1; every test is
 bounded by short timeouts and deadlines.
@@ -14,9 +15,12 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from nnx.datasets import DatasetError, fetch, load_idx_dataset
+from nnx.datasets import DatasetError, fetch, load_idx_dataset, read_idx, write_idx
 
 DATA = bytes(range(256)) * 40  # 10 KiB
 NAME = "train-images-idx3-ubyte.gz"
@@ -146,3 +150,31 @@ def test_library_error_names_data_dir_and_nnx_data(tmp_path, monkeypatch, server
     with pytest.raises(DatasetError) as err:
         load_idx_dataset("mnist", "test", mirrors=[server.base + "/missing/"])
     assert "--data-dir" in str(err.value) and "NNX_DATA" in str(err.value)
+
+
+# -- IDX files under random damage -------------------------------------------------------
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    data=st.data(),
+    gz=st.booleans(),
+    shape=st.sampled_from([(7,), (3, 4, 5), (2, 28, 28)]),
+)
+def test_mutated_idx_file_reads_back_or_raises_dataset_error(data, gz, shape, tmp_path_factory):
+    """Random byte changes and cuts: DatasetError, or an array of the header's shape, never more."""
+    folder = tmp_path_factory.mktemp("idx")
+    path = folder / ("x-idx" + (".gz" if gz else ""))
+    write_idx(path, np.arange(np.prod(shape), dtype=np.uint8).reshape(shape))
+    blob = bytearray(path.read_bytes())
+    for _ in range(data.draw(st.integers(1, 3))):
+        blob[data.draw(st.integers(0, len(blob) - 1))] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(blob)))
+    path.write_bytes(bytes(blob[:cut]))
+    try:
+        x = read_idx(path)
+    except DatasetError as err:
+        assert path.name in str(err)
+    else:
+        assert x.size <= len(blob) * (1 if not gz else 1 << 10)  # no allocation beyond the data
+        assert x.flags.writeable
