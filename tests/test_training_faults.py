@@ -205,3 +205,23 @@ def test_divergence_restores_early_stoppings_best_model(backend):
     best = weights(model)
     assert all(np.array_equal(best[k], stopper.best_state[k]) for k in best)
     assert opt.steps == state_after[1][1] and opt.lr == 1e30  # optimizer: start of epoch 3
+
+
+def test_on_an_accelerator_the_label_check_waits_for_fit_to_read(backend, monkeypatch):
+    """The GPU path, on any backend: no read per batch; fit reads the flag every log_every steps."""
+    monkeypatch.setattr(nnx.losses, "_on_accelerator", lambda x: True)
+    x, y = blobs(64)
+    y[37] = 7
+    batches = [
+        (backend.asarray(x[i : i + 8], "float32"), backend.asarray(y[i : i + 8], "int64"))
+        for i in range(0, 64, 8)
+    ]
+    loss_fn = nnx.CrossEntropyLoss()
+    model = mlp()
+    out = model(batches[4][0])
+    loss_fn(out, batches[4][1])  # batch 4 holds sample 37: no error yet
+    with pytest.raises(ValueError, match=r"label 7 is outside \[0, 3\)"):
+        loss_fn.check_pending_labels()
+    with pytest.raises(ValueError, match=r"label 7 is outside \[0, 3\)"):
+        nnx.fit(model, loss_fn, nnx.optim.SGD(model.parameters(), lr=0.1), batches,
+                log_every=2, progress=False)  # fmt: skip
