@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 import nnx
-from nnx.atomic import atomic_write
+from nnx.atomic import atomic_write, check_target
 
 LOADERS = {"mnist": nnx.datasets.mnist, "fashion-mnist": nnx.datasets.fashion_mnist}
 # mean and standard deviation of the training pixels (scaled to [0, 1])
@@ -147,6 +147,12 @@ def run(argv: list[str] | None) -> dict[str, float]:
     started = time.perf_counter()
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise UserError("--plot needs matplotlib: pip install 'nnx[plot]'")
+    for flag, path in (("--save", args.save), ("--plot", args.plot)):
+        try:
+            if path:
+                check_target(path)  # before training, not after the first epoch
+        except (IsADirectoryError, ValueError) as err:
+            raise UserError(f"{flag}: {err}") from None
     device = open_device(args.device)
     load = LOADERS[args.dataset]
     x_train, y_train = load("train", root=args.data_dir)

@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "temp_files_of"]
+__all__ = ["atomic_write", "check_target", "temp_files_of"]
 
 _SUFFIX = ".nnx-tmp"
 
@@ -98,6 +98,11 @@ def _resolve_target(path: str | os.PathLike[str]) -> tuple[Path, int | None]:
             "(choose another path)"
         )
     return target, stat.S_IMODE(st.st_mode)
+
+
+def check_target(path: str | os.PathLike[str]) -> None:
+    """Raise now what :func:`atomic_write` would raise for ``path`` (directory, FIFO, device)."""
+    _resolve_target(path)
 
 
 class _Terminated(BaseException):

@@ -37,6 +37,9 @@ class EpochSnapshot:
 
     def __init__(self, model: Layer, optimizer: Optimizer) -> None:
         self.model = {k: np.array(to_numpy(v), copy=True) for k, v in model.state_dict().items()}
+        self.optimizer: dict[str, Any] | None = None
+        if not hasattr(optimizer, "state_dict"):  # an optimizer without state: model only
+            return
         state = optimizer.state_dict()
         state["state"] = [
             {k: np.array(v, copy=True) for k, v in per.items()} for per in state["state"]
@@ -47,7 +50,8 @@ class EpochSnapshot:
     def restore(self, model: Layer, optimizer: Optimizer, best: dict[str, Any] | None) -> str:
         """Put the state back (the model from ``best`` when given); say what was restored."""
         model.load_state_dict(best if best is not None else self.model)
-        optimizer.load_state_dict(self.optimizer)
+        if self.optimizer is not None:
+            optimizer.load_state_dict(self.optimizer)
         if best is not None:
             return "the model to EarlyStopping's best state, the optimizer to the epoch's start"
         return "model and optimizer to their state at the start of the epoch"

@@ -73,6 +73,11 @@ def test_unavailable_or_invalid_devices(capsys, tiny):
         fails(capsys, ["--data-dir", str(tiny), "--device", "torch:cpu:3"], "not 'cpu:3'")
 
 
+def test_save_or_plot_to_a_folder_fails_before_training(capsys, tiny, tmp_path):
+    fails(capsys, ["--data-dir", str(tiny), "--save", str(tmp_path)], "--save: .* is a directory")
+    fails(capsys, ["--data-dir", str(tiny), "--plot", str(tmp_path)], "--plot: .* is a directory")
+
+
 def test_missing_data_names_the_folder(capsys, tmp_path):
     fails(capsys, ["--data-dir", str(tmp_path)], r"train-images-idx3-ubyte")
 
