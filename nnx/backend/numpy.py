@@ -10,7 +10,7 @@ import numpy
 
 from nnx.backend.base import Backend, BackendError
 from nnx.backend.ops import Ops
-from nnx.backend.threads import parallel_for
+from nnx.backend.threads import parallel_for, worth_splitting
 from nnx.window import Pair, output_size
 
 
@@ -225,6 +225,10 @@ class NumpyOps(Ops):
         else:
             body(0, n)
 
+    def _split(self, work: int) -> bool:
+        """Whether a kernel of ``work`` elements is split (else it takes its plain path)."""
+        return self.threaded and worth_splitting(work)
+
     @staticmethod
     def _flat(*arrays: Any) -> list[Any] | None:
         """1-D views of C-contiguous arrays of one shape, or None (then the plain kernel runs)."""
@@ -236,6 +240,8 @@ class NumpyOps(Ops):
     def relu(self, x: Any) -> Any:
         """``maximum(x, 0)`` into a fresh array, split across the threads when large."""
         np = self.np
+        if not self._split(x.size):
+            return np.maximum(x, 0)
         y = np.empty(x.shape, dtype=x.dtype)
         flat = self._flat(x, y)
         if flat is None:
@@ -251,6 +257,8 @@ class NumpyOps(Ops):
     def relu_backward(self, dy: Any, y: Any) -> Any:
         """``dy * (y > 0)``: the bool mask is cast inside the multiply, chunked across threads."""
         np = self.np
+        if not self._split(dy.size) and dy.shape == y.shape:
+            return np.multiply(dy, y > 0)
         dx = np.empty(dy.shape, dtype=dy.dtype)
         flat = self._flat(dy, y, dx)
         if flat is None:
@@ -267,7 +275,7 @@ class NumpyOps(Ops):
         """``buf = buf * momentum + g`` in place, split across the threads when large."""
         np = self.np
         flat = self._flat(buf, g) if buf.flags.writeable else None
-        if flat is None:
+        if flat is None or not self._split(2 * buf.size):
             return super().momentum_update(buf, g, momentum)
         bf, gf = flat
 
@@ -282,6 +290,8 @@ class NumpyOps(Ops):
     def sub_scaled(self, value: Any, scale: float, g: Any) -> Any:
         """``value -= scale * g`` in place, split across the threads when large."""
         np = self.np
+        if not self._split(2 * value.size):
+            return super().sub_scaled(value, scale, g)
         flat = self._flat(value, g) if value.flags.writeable else None
         if flat is None:
             return super().sub_scaled(value, scale, g)
@@ -298,6 +308,8 @@ class NumpyOps(Ops):
     ) -> tuple[Any, Any]:
         """Both SGD-momentum sweeps in one pass over each thread's chunk (one hand-off)."""
         np = self.np
+        if not self._split(3 * value.size):
+            return super().momentum_step(value, buf, g, momentum, lr)
         ok = value.flags.writeable and buf.flags.writeable
         flat = self._flat(value, buf, g) if ok else None
         if flat is None:

@@ -20,7 +20,14 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["MIN_PARALLEL", "forced", "get_num_threads", "parallel_for", "set_num_threads"]
+__all__ = [
+    "MIN_PARALLEL",
+    "forced",
+    "get_num_threads",
+    "parallel_for",
+    "set_num_threads",
+    "worth_splitting",
+]
 
 #: elements (of the largest array a kernel touches) below which a kernel stays
 #: on one thread; measured on NumPy 2 / 2 cores: a 2-way split of a copy or
@@ -100,6 +107,12 @@ def chunks(n: int, parts: int) -> list[tuple[int, int]]:
         out.append((lo, hi))
         lo = hi
     return out
+
+
+def worth_splitting(work: int) -> bool:
+    """Whether ``parallel_for`` would split ``work`` elements (kernels take a plain path if not)."""
+    threads = _threads if _threads is not None else get_num_threads()
+    return threads > 1 and work >= _min_parallel
 
 
 def parallel_for(n: int, body: Callable[[int, int], None], work: int) -> None:
