@@ -340,6 +340,26 @@ class NumpyOps(Ops):
         self._parallel(n, copy, out.size)
         return out.reshape(kh * kw, n, c, oh, ow)
 
+    def maxpool_forward(self, x: Any, kernel: Pair, oh: int, ow: int) -> tuple[Any, Any]:
+        """The tile copy and the maximum in one pass per thread's chunk of images."""
+        np = self.np
+        (kh, kw), (n, c) = kernel, x.shape[:2]
+        x6 = x[:, :, : oh * kh, : ow * kw].reshape(n, c, oh, kh, ow, kw)
+        tiles = np.empty((kh * kw, n, c, oh, ow), dtype=x.dtype)
+        t6 = tiles.reshape(kh, kw, n, c, oh, ow)
+        view = x6.transpose(3, 5, 0, 1, 2, 4)
+        y = np.empty((n, c, oh, ow), dtype=x.dtype)
+
+        def body(lo: int, hi: int) -> None:
+            t6[:, :, lo:hi] = view[:, :, lo:hi]
+            out = y[lo:hi]
+            out[...] = tiles[0, lo:hi]
+            for k in range(1, kh * kw):  # max is exact: the order does not change y
+                np.maximum(out, tiles[k, lo:hi], out=out)
+
+        self._parallel(n, body, tiles.size)
+        return tiles, y
+
     def maxpool_backward(
         self, tiles: Any, y: Any, dy: Any, kernel: Pair, shape: tuple[int, ...]
     ) -> Any:

@@ -153,6 +153,16 @@ class Ops:
         dx = xp.reshape(xp.stack(rows, axis=3), (n, c, oh * kh, ow * kw))
         return window.pad_axis(xp, window.pad_axis(xp, dx, 2, 0, h - oh * kh), 3, 0, w - ow * kw)
 
+    def maxpool_forward(self, x: Any, kernel: Pair, oh: int, ow: int) -> tuple[Any, Any]:
+        """``(tiles, y)``: :meth:`pool_tiles` of ``x`` and their elementwise maximum (N, C, OH, OW)."""
+        xp = self.xp
+        tiles = self.pool_tiles(x, kernel, oh, ow)
+        views = [tiles[k, ...] for k in range(tiles.shape[0])]
+        while len(views) > 1:  # pairwise: the 2x2 case is max(max(a, b), max(c, d))
+            pairs = [xp.maximum(a, b) for a, b in zip(views[::2], views[1::2], strict=False)]
+            views = pairs + ([views[-1]] if len(views) % 2 else [])
+        return tiles, views[0]
+
     def maxpool_backward(
         self, tiles: Any, y: Any, dy: Any, kernel: Pair, shape: tuple[int, ...]
     ) -> Any:

@@ -93,12 +93,7 @@ class MaxPool2d(_Pool2d):
         xp = self.xp
         oh, ow = self._out(x)
         if self.tiles:
-            tiles = self.ops.pool_tiles(x, self.kernel_size, oh, ow)
-            views = [tiles[k, ...] for k in range(tiles.shape[0])]
-            while len(views) > 1:  # pairwise: the 2x2 case is max(max(a, b), max(c, d))
-                pairs = [xp.maximum(a, b) for a, b in zip(views[::2], views[1::2], strict=False)]
-                views = pairs + ([views[-1]] if len(views) % 2 else [])
-            y = views[0]
+            tiles, y = self.ops.maxpool_forward(x, self.kernel_size, oh, ow)
             self.save_for_backward(tiles, y, tuple(x.shape))
         else:
             cols = self._cols(x, -math.inf)

@@ -104,6 +104,11 @@ def _cases(name: str, b: Backend, ref: Ops) -> Iterator[Case]:
         for shape, k in (((2, 3, 4, 6), (2, 2)), ((2, 1, 7, 5), (3, 2))):
             oh, ow = shape[2] // k[0], shape[3] // k[1]
             yield f"{shape}, kernel {k}", (b.asarray(_host(shape)), k, oh, ow), {}
+    elif name == "maxpool_forward":
+        for shape, k in (((2, 3, 4, 6), (2, 2)), ((2, 1, 7, 5), (3, 2)), ((3, 2, 3, 3), (1, 1))):
+            oh, ow = shape[2] // k[0], shape[3] // k[1]
+            x = ref.relu(b.asarray(_host(shape, 3)))  # ties at 0
+            yield f"{shape}, kernel {k}", (x, k, oh, ow), {}
     elif name == "pool_untile":
         for shape, k in (((2, 3, 4, 6), (2, 2)), ((2, 1, 7, 5), (3, 2))):
             oh, ow = shape[2] // k[0], shape[3] // k[1]
@@ -136,6 +141,7 @@ def _compare(name: str, fast: Callable, slow: Callable, case: Case) -> None:
         "relu_backward",
         "conv_output",
         "maxpool_backward",
+        "maxpool_forward",
     )
     tol = (0.0, 0.0) if exact else (1e-5, 1e-5)
     if isinstance(want, tuple):  # several results (momentum_step: value and buffer)
