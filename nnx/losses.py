@@ -18,6 +18,8 @@ _ACCELERATOR_WORDS = ("cuda", "gpu", "tpu", "mps", "rocm", "xpu")
 
 def _on_accelerator(x: Any) -> bool:
     """True when ``x`` lives in accelerator memory (reading it back would wait for the device)."""
+    if type(x) is np.ndarray:  # the common CPU case, checked every batch: no device lookup
+        return False
     if array_api_compat.is_cupy_array(x):
         return True
     device = str(array_api_compat.device(x)).lower()
