@@ -122,3 +122,28 @@ def test_training_with_every_kernel_split_matches_one_thread(backend):
     assert plain.keys() == split.keys()
     for k in plain:
         np.testing.assert_allclose(split[k], plain[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+_FORK_PROBE = """
+import os
+from nnx.backend import threads
+with threads.forced(2):
+    threads.parallel_for(4, lambda lo, hi: None, 4)  # the parent's pool exists
+    pid = os.fork()
+    if pid == 0:  # child: would hang on the parent's (absent) workers without the reset
+        seen = []
+        threads.parallel_for(4, lambda lo, hi: seen.append((lo, hi)), 4)
+        os._exit(0 if sorted(seen) == [(0, 2), (2, 4)] else 1)
+    _, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_gets_its_own_pool():
+    # in a fresh interpreter: this one has JAX's threads, which fork() does not like
+    out = subprocess.run(
+        [sys.executable, "-c", _FORK_PROBE], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0"

@@ -40,6 +40,16 @@ _threads: int | None = None
 _min_parallel = MIN_PARALLEL
 
 
+def _forget_pool_after_fork() -> None:
+    """A forked child has none of the parent's worker threads: start a new pool if needed."""
+    global _pool, _lock
+    _pool, _lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
 def _default_threads() -> int:
     env = os.environ.get("NNX_NUM_THREADS", "").strip()
     if env:
