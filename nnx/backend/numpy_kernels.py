@@ -63,10 +63,11 @@ class ThreadedKernels(Ops):
         return y
 
     def relu_backward(self, dy: Any, y: Any) -> Any:
-        """``dy * (y > 0)``: the bool mask is cast inside the multiply, chunked across threads."""
+        """``dy * (y > 0)`` with a 0/1 mask of dy's dtype (casting the bool mask inside the
+        multiply is ~15% slower on NumPy), chunked across the threads when large."""
         np = self.np
-        if not self._split(dy.size) and dy.shape == y.shape:
-            return np.multiply(dy, y > 0)
+        if not self._split(dy.size):
+            return super().relu_backward(dy, y)
         dx = np.empty(dy.shape, dtype=dy.dtype)
         flat = self._flat(dy, y, dx)
         if flat is None:
@@ -74,7 +75,7 @@ class ThreadedKernels(Ops):
         df, yf, of = flat
 
         def body(lo: int, hi: int) -> None:
-            np.multiply(df[lo:hi], yf[lo:hi] > 0, out=of[lo:hi])
+            np.multiply(df[lo:hi], (yf[lo:hi] > 0).astype(of.dtype), out=of[lo:hi])
 
         self._parallel(df.shape[0], body, df.shape[0])
         return dx
@@ -186,7 +187,7 @@ class ThreadedKernels(Ops):
             yy = y[lo:hi]
             for k in range(kh * kw - 1):
                 slot = dx6[lo:hi, :, :, k // kw, :, k % kw]
-                np.multiply(rest, tiles[k, lo:hi] == yy, out=slot)
+                np.multiply(rest, (tiles[k, lo:hi] == yy).astype(dx.dtype), out=slot)
                 rest = rest - slot
             dx6[lo:hi, :, :, kh - 1, :, kw - 1] = rest
 
