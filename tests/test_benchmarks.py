@@ -137,3 +137,21 @@ def test_a_crashing_row_fails_the_run(tmp_path, monkeypatch, capsys):
     assert "FAILED rows" in err
     saved = json.loads((tmp_path / "r.json").read_text())
     assert saved["cases"]["xor"]["nnx"]["skipped"].startswith("failed")
+
+
+def test_growth_table_measures_a_point_of_each_kind(monkeypatch):
+    """benchmarks/scale.py (``--cases scale``) on tiny sizes: every ratio present and finite."""
+    pytest.importorskip("torch")
+    import scale
+
+    monkeypatch.setattr(scale, "TARGET_S", 0.001)
+    monkeypatch.setattr(scale, "SETTLE_S", 0.0)
+    mlp = scale.measure(scale._mlp(8, 16), rounds=1)
+    cnn = scale.measure(scale.cnn_steps(4, _data(R.config(True))), rounds=1)
+    rows = [{"point": "MLP", **mlp}, {"point": "CNN", **cnn}]
+    for row in rows:
+        assert row["nnx_step_s"] > 0
+        for key in ("x_floor", "x_torch"):
+            assert 0 < row[key] < float("inf"), (row["point"], key, row[key])
+    text = scale.table(rows)
+    assert text.count("\n") == 3 and "| MLP |" in text and "| CNN |" in text
