@@ -94,11 +94,10 @@ class DataLoader:
         for i in range(len(self)):
             sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
             idx = order[sl] if order is not None else sl
-            xb = self._inputs(backend, self.x[idx])
-            if self.y is None:
-                yield xb, None
-            else:
-                yield xb, backend.asarray(self.y[idx], _label_dtype(self.y))
+            with backend.activate():  # CuPy: the batch's arithmetic on the backend's device
+                xb = self._inputs(backend, self.x[idx])
+                yb = None if self.y is None else backend.asarray(self.y[idx], _label_dtype(self.y))
+            yield xb, yb
 
     def _inputs(self, backend: Backend, host: np.ndarray) -> Any:
         xp = backend.xp

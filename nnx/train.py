@@ -154,10 +154,11 @@ def fit(
         for epoch in range(initial_epoch, initial_epoch + epochs):
             if isinstance(loader, DataLoader):
                 loader.set_epoch(epoch)
-            record = _train_epoch(
-                model, loss_fn, optimizer, loader, epoch, initial_epoch + epochs, track_accuracy,
-                progress, log_every,
-            )  # fmt: skip
+            with model.backend.activate():  # CuPy: the metrics' arrays on the model's device
+                record = _train_epoch(
+                    model, loss_fn, optimizer, loader, epoch, initial_epoch + epochs,
+                    track_accuracy, progress, log_every,
+                )  # fmt: skip
             if val_loader is not None:
                 scores = evaluate(model, loss_fn, val_loader, metrics=metrics)
                 record.update({f"val_{k}": v for k, v in scores.items()})
@@ -260,16 +261,17 @@ def evaluate(
     loss_sum = correct = None
     seen = 0
     try:
-        for xb, yb in loader:
-            out = model(xb)
-            n = xb.shape[0]
-            if loss_fn is not None:
-                weighted = loss_fn(out, yb) * n
-                loss_sum = weighted if loss_sum is None else loss_sum + weighted
-            if "accuracy" in metrics:
-                c = _correct(xp, out, yb)
-                correct = c if correct is None else correct + c
-            seen += n
+        with model.backend.activate():  # CuPy: the metrics' arrays on the model's device
+            for xb, yb in loader:
+                out = model(xb)
+                n = xb.shape[0]
+                if loss_fn is not None:
+                    weighted = loss_fn(out, yb) * n
+                    loss_sum = weighted if loss_sum is None else loss_sum + weighted
+                if "accuracy" in metrics:
+                    c = _correct(xp, out, yb)
+                    correct = c if correct is None else correct + c
+                seen += n
     finally:
         model.train(was_training)
     if seen == 0:
@@ -290,7 +292,8 @@ def predict(model: Layer, x: Any, *, batch_size: int = 256, **loader_args: Any) 
     was_training = model.training
     model.eval()
     try:
-        outs = [model(xb) for xb, _ in loader]
+        with model.backend.activate():
+            outs = [model(xb) for xb, _ in loader]
+            return to_numpy(model.xp.concat(outs, axis=0))  # one copy to the host, at the end
     finally:
         model.train(was_training)
-    return to_numpy(model.xp.concat(outs, axis=0))  # one copy to the host, at the end
