@@ -90,10 +90,7 @@ class Optimizer:
         if hit is None:
             if len(self._cache) > 32:  # hyper-parameters changed many times: start over
                 self._cache.clear()
-            xp = backend.xp
-            hit = self._cache[key] = tuple(
-                xp.asarray(v, dtype=x.dtype, device=x.device) for v in values
-            )
+            hit = self._cache[key] = tuple(backend.asarray(v, x.dtype) for v in values)
         return hit
 
     # -- state ---------------------------------------------------------------------

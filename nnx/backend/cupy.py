@@ -165,7 +165,7 @@ class CupyBackend(Backend):
 
     @property
     def spec(self) -> str:
-        return f"cupy:{self.device.id}"
+        return f"{self.name}:{self.device.id}"
 
 
 class CupyGenerator(HostGenerator):
