@@ -72,6 +72,7 @@ def test_finding1_checkpoint_resumes_the_cupy_generator(tmp_path):
 @pytest.mark.parametrize("make, shape", [(_mlp, (4,)), (_cnn, (1, 6, 6))])
 def test_finding2_cuda1_trains_on_device_1_while_device_0_is_current(make, shape):
     assert fake_cupy.current() == 0
+    nnx.manual_seed(0)
     backend = nnx.get_backend("fakecupy:1")
     with nnx.using("numpy"):
         model = make()
