@@ -62,10 +62,19 @@ import nnx
 ok, why = nnx.backend.availability('cuda')
 assert ok, why
 b = nnx.get_backend('cuda:0')
+assert all(nnx.get_backend(s) is b for s in ('cupy', 'cuda', 'gpu', 'cupy:0')), 'one backend per GPU'
 with nnx.using(b):
     layer = nnx.Linear(2, 3)
 y = layer(nnx.asarray([[1.0, -2.0]], device=b))
-print(b, y.device, nnx.to_numpy(y))
+g = b.generator
+state = g.get_state()
+u = nnx.to_numpy(g.uniform((3,)))
+g.set_state(state)
+assert (nnx.to_numpy(g.uniform((3,))) == u).all(), 'generator state does not replay'
+buf = b.asarray([1.0, 2.0])
+b.ops.momentum_update(buf, b.asarray([1.0, 1.0]), b.asarray(0.5))  # the fused CuPy kernel
+assert nnx.to_numpy(buf).tolist() == [1.5, 2.0], nnx.to_numpy(buf)
+print(b, type(b.ops).__name__, y.device, nnx.to_numpy(y))
 "
 # pytest-xdist (on the GPU image) spreads the suite over the machine's cores
 parallel=""
