@@ -93,6 +93,22 @@ def test_finding2_cuda1_trains_on_device_1_while_device_0_is_current(make, shape
     assert fake_cupy.current() == 0  # every scope was left
 
 
+def test_finding2_one_loss_and_optimizer_serve_two_gpus():
+    """CuPy arrays on GPU 0 and GPU 1 have one type: the owner is found by device too."""
+    gpus = [nnx.get_backend("fakecupy:0"), nnx.get_backend("fakecupy:1")]
+    loss = nnx.CrossEntropyLoss()
+    x, y = _data((4,), n=8)
+    for backend in [*gpus, *gpus]:
+        with nnx.using(backend):
+            model = _mlp()
+        opt = Adam(model.parameters(), lr=0.01)
+        value = loss(model(backend.asarray(x)), backend.asarray(y, "int64"))
+        assert loss.backend is backend and backend.owns(value)
+        model.backward(loss.backward())
+        opt.step()
+        assert all(backend.owns(p.value) for p in model.parameters())
+
+
 def test_finding2_the_standin_catches_work_done_off_the_device(monkeypatch):
     """Without the device scope, arrays made inside a layer land on GPU 0 and the stand-in
     refuses to mix them with GPU 1's, as CuPy does (this is main before the fix)."""

@@ -49,7 +49,10 @@ class OwnerCache:
             return self.backend
         backend = owner_of(x, self.backend)
         if backend is not None:
-            self.backend, self.array_type = backend, type(x)
+            self.backend = backend
+            # one array type on several devices (CuPy): the type alone does not say which
+            # backend, so such arrays take owner_of's first test (hint.owns) every call
+            self.array_type = type(x) if backend.device_scope is None else None
         return backend
 
 
