@@ -98,15 +98,21 @@ def test_finding2_one_loss_and_optimizer_serve_two_gpus():
     gpus = [nnx.get_backend("fakecupy:0"), nnx.get_backend("fakecupy:1")]
     loss = nnx.CrossEntropyLoss()
     x, y = _data((4,), n=8)
+    opt = None
     for backend in [*gpus, *gpus]:
+        # current, so array_api_strict:device1 (whose arrays the stand-in's GPU 1 shares)
+        # is not asked first; the loss's cached backend (the other GPU) is asked before it
         with nnx.using(backend):
             model = _mlp()
-        opt = Adam(model.parameters(), lr=0.01)
-        value = loss(model(backend.asarray(x)), backend.asarray(y, "int64"))
-        assert loss.backend is backend and backend.owns(value)
-        model.backward(loss.backward())
-        opt.step()
-        assert all(backend.owns(p.value) for p in model.parameters())
+            value = loss(model(backend.asarray(x)), backend.asarray(y, "int64"))
+            assert loss.backend is backend and backend.owns(value)
+            model.backward(loss.backward())
+            if opt is None:
+                opt = Adam(model.parameters(), lr=0.01)
+            else:  # the same optimizer object, its parameters now on another GPU
+                opt.params = model.parameters()
+            opt.step()
+            assert all(backend.owns(p.value) for p in model.parameters())
 
 
 def test_finding2_the_standin_catches_work_done_off_the_device(monkeypatch):
