@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from typing import Any
@@ -10,6 +11,7 @@ from nnx.backend import Backend, current, get_backend, use
 from nnx.distributed.communicator import DistributedError, MPICommunicator
 
 TRANSPORTS = ("auto", "mpi", "nccl")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _communicator: MPICommunicator | None = None
 
 
@@ -43,6 +45,7 @@ def init(device: str | Backend | None = None, *, transport: str = "auto") -> MPI
             raise DistributedError(f"transport='nccl': {why}")
     comm.backend = backend
     use(backend)
+    comm.blas_threads = _share_cores(comm.local_size)
     if comm.size > 1:
         _install_abort_hook(comm)
     _communicator = comm
@@ -58,6 +61,23 @@ def _rank_device(device: str | Backend | None, local_rank: int) -> Backend:
 
         return get_backend(f"cupy:{local_rank % cupy.cuda.runtime.getDeviceCount()}")
     return backend
+
+
+def _share_cores(ranks_here: int) -> int | None:
+    """Limit this rank's BLAS threads to its share of the machine's cores; the limit set.
+
+    Every rank starting a BLAS thread per core oversubscribes the machine, and
+    spinning BLAS threads then starve the ranks waiting in a collective.
+    """
+    if ranks_here <= 1 or any(v in os.environ for v in THREAD_VARIABLES):
+        return None
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    threads = max(1, (os.cpu_count() or 1) // ranks_here)
+    threadpool_limits(limits=threads, user_api="blas")
+    return threads
 
 
 def _install_abort_hook(comm: MPICommunicator) -> None:
