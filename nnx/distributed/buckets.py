@@ -1,8 +1,9 @@
 """Flat gradient buckets: many parameters' gradients, one collective.
 
 A bucket is made once (on the first step) and reused: each step copies the
-gradients into it, sums it over ranks in one call, scales it by 1/size and
-hands every parameter a view of its slice as the averaged gradient.
+gradients into it scaled by 1/size, sums it over ranks in one call and hands
+every parameter its slice as the averaged gradient (a view on the host, or on
+the GPU for NCCL; a copy on the device for other host-staged backends).
 """
 
 from __future__ import annotations
@@ -39,13 +40,13 @@ class HostBucket:
         ``owners`` are the parameter values: the results go to their devices.
         """
         buf = self.buffer
+        scale = buf.dtype.type(1.0 / self.comm.size)  # scaled while packing: one pass, not two
         for (offset, n, _), g in zip(self.slots, grads, strict=True):
             if g is None:
                 buf[offset : offset + n] = 0
             else:
-                buf[offset : offset + n] = to_numpy(g).reshape(-1)
+                np.multiply(to_numpy(g).reshape(-1), scale, out=buf[offset : offset + n])
         self.comm.allreduce_host_(buf)
-        buf *= buf.dtype.type(1.0 / self.comm.size)
         return [
             _to_owner_device(buf[offset : offset + n].reshape(shape), owner)
             for (offset, n, shape), owner in zip(self.slots, owners, strict=True)
