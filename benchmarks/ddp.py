@@ -14,7 +14,9 @@ processes, in alternating rounds:
 Each run trains one warm-up epoch and ``TIMED_EPOCHS`` timed ones (an epoch is
 timed from a barrier to a barrier, so it ends when the slowest rank ends).
 Reported: samples/s (median), speed-up and scaling efficiency against
-1 x 1, and the time per step spent in the gradient allreduce.
+1 x 1, and the time per step spent in the gradient allreduce (wall time inside
+the collective, which includes waiting for the slower rank), next to the same
+allreduce timed back to back after a barrier (its cost without that wait).
 
 ``python benchmarks/ddp.py worker --json PATH`` is one run (alone or under mpiexec).
 """
@@ -89,13 +91,22 @@ def worker(json_path: str, quick: bool, distributed: bool) -> None:
         reduce_s = comm.sum_scalars([comm.stats.seconds])[0] / size if comm else 0.0
         if epoch > 0:
             epochs.append({"seconds": elapsed, "allreduce_s": reduce_s, "steps": len(steps)})
+    alone_s = None
+    if comm:  # the collective by itself, back to back: its cost without waiting for a slower rank
+        buffer = opt.buckets[0][1].buffer.copy()
+        comm.barrier()
+        t0 = time.perf_counter()
+        for _ in range(50):
+            comm.allreduce_host_(buffer)
+        alone_s = (time.perf_counter() - t0) / 50
     model.eval()
     pred = np.argmax(nnx.to_numpy(model(nnx.asarray(data.x_test))), axis=1)
     accuracy = float(np.mean(pred == data.y_test))
     if rank == 0:
         samples = sum(min(j, len(x)) - i for i, j in steps) * size
-        Path(json_path).write_text(json.dumps({"epochs": epochs, "samples": samples,
-                                               "accuracy": accuracy, "size": size}))  # fmt: skip
+        Path(json_path).write_text(json.dumps({"epochs": epochs, "samples": samples, "size": size,
+                                               "accuracy": accuracy, "allreduce_alone_s": alone_s,
+                                               "bucket_bytes": int(buffer.nbytes) if comm else 0}))  # fmt: skip
 
 
 def _run(ranks: int, threads: int, quick: bool, timeout: float) -> dict[str, Any]:
@@ -155,6 +166,10 @@ def measure(quick: bool, rounds: int, log) -> dict[str, Any]:
             per_step = [e["allreduce_s"] / e["steps"] for e in epochs]
             step_s = [e["seconds"] / e["steps"] for e in epochs]
             entry["allreduce_ms_per_step"] = 1e3 * statistics.median(per_step)
+            entry["allreduce_alone_ms"] = 1e3 * statistics.median(
+                run["allreduce_alone_s"] for run in runs[key]
+            )
+            entry["bucket_mb"] = runs[key][0]["bucket_bytes"] / 1e6
             entry["allreduce_share"] = statistics.median(
                 a / s for a, s in zip(per_step, step_s, strict=True)
             )
@@ -186,7 +201,10 @@ def table(result: dict[str, Any]) -> str:
         eff = f"{e['efficiency']:.0%}" if "efficiency" in e else ""
         red = ""
         if "allreduce_ms_per_step" in e:
-            red = f"{e['allreduce_ms_per_step']:.3f} ms ({e['allreduce_share']:.1%} of a step)"
+            red = (
+                f"{e['allreduce_ms_per_step']:.3f} ms ({e['allreduce_share']:.1%} of a step; "
+                f"{e['allreduce_alone_ms']:.3f} ms back to back for {e['bucket_mb']:.2f} MB)"
+            )
         lines.append(
             f"| {e['label']} | {e['samples_per_s']:,.0f} | {e['speedup']:.2f}x | {eff} | {red} "
             f"| {e['accuracy']:.1%} |"

@@ -6,7 +6,8 @@
 #
 # Installs nnx (with the CUDA extra if CuPy is missing) and its plugins, runs the whole
 # test suite with cupy and torch-CUDA enabled, trains examples/xor.py and
-# examples/mnist.py with --device cuda, runs the benchmarks' GPU rows, prints one
+# examples/mnist.py with --device cuda, runs the benchmarks' GPU rows and the 1-rank
+# NCCL path of nnx.distributed (mpiexec -n 1), prints one
 # summary table, and exits non-zero if anything failed. Budget: 8 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -60,6 +61,12 @@ step mnist-mlp-cupy 60 $PY examples/mnist.py --dataset fashion-mnist --data-dir 
     --model mlp --epochs 2 --device cuda --no-progress
 step mnist-cnn-cupy 60 $PY examples/mnist.py --dataset fashion-mnist --data-dir "$DATA" \
     --model cnn --epochs 1 --device cuda --no-progress
+# nnx.distributed: the 1-rank NCCL path, then the 2-rank equivalence tests on cupy
+# (tests/test_distributed.py; with one GPU the 2-rank run stages through MPI)
+mkdir -p "$LOG/ddp"
+step ddp-nccl 90 bash -c "{ $PY -c 'import mpi4py' 2>/dev/null || $PY -m pip install -q $find_links mpi4py mpich; } \
+  && mpiexec -n 1 $PY tests/mpi_worker.py train '$LOG/ddp' cupy nccl \
+  && $PY -m pytest -q -rs -p no:cacheprovider tests/test_distributed.py -k 'cupy or nccl'"
 step bench-gpu 90 $PY benchmarks/run.py --quick --cases mlp,cnn,xor
 
 echo
