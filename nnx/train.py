@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -151,6 +152,12 @@ def fit(
             raise ValueError(f"unknown metric {m!r}; available: {METRICS}")
     comm = getattr(optimizer, "comm", None)  # a DistributedOptimizer's communicator
     loader = _as_loader(train_data, model, batch_size, shuffle, seed, comm)
+    if comm is not None and comm.size > 1 and getattr(loader, "shard", None) == (0, 1):
+        warnings.warn(
+            "fit: every rank iterates the whole training DataLoader; for data parallelism "
+            "give it comm= (or shard=(rank, size)) so that each rank takes its own part",
+            stacklevel=2,
+        )
     val_loader = (
         _as_loader(val_data, model, batch_size, False, seed) if val_data is not None else None
     )
