@@ -285,3 +285,35 @@ def test_one_rank_nccl_job_matches_one_process(tmp_path):
     mine = _load(tmp_path / "sgd_0.npz")
     for k in reference:
         np.testing.assert_allclose(mine[k], reference[k], rtol=1e-4, atol=2e-6, err_msg=k)
+
+
+@needs_mpi
+def test_mnist_example_distributed_prints_once_saves_once_and_resumes(tmp_path):
+    from nnx.datasets import write_idx
+
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 256), ("t10k", 64)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
+        for i, c in enumerate(labels):
+            images[i, 2 * c : 2 * c + 6, 4:10] = 255  # the class is where the square is
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    ckpt = tmp_path / "run.npz"
+    example = [sys.executable, str(ROOT / "examples" / "mnist.py"), "--distributed",
+               "--dataset", "mnist", "--data-dir", str(tmp_path), "--batch-size", "32",
+               "--no-progress", "--save", str(ckpt)]  # fmt: skip
+    run = [MPIEXEC, "-n", "2", *example]
+    first = subprocess.run([*run, "--epochs", "3"], capture_output=True, text=True,
+                           timeout=LAUNCH_TIMEOUT_S, env=_env())  # fmt: skip
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert first.stdout.count("Total params") == 1  # rank 0 alone prints
+    assert "2 ranks x batch 16" in first.stdout
+    assert first.stdout.count("epoch  3") == 1 and ckpt.exists()
+    assert not list(tmp_path.glob(".run.npz.*"))  # no temporary file left by a second writer
+    accuracy = float(first.stdout.split("test accuracy ")[1].split("%")[0])
+    assert accuracy > 30  # ten classes: chance is 10%
+    resumed = subprocess.run([*run, "--epochs", "1", "--resume", str(ckpt)], capture_output=True,
+                             text=True, timeout=LAUNCH_TIMEOUT_S, env=_env())  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert resumed.stdout.count("resumed") == 1 and "epoch  4" in resumed.stdout
