@@ -72,6 +72,8 @@ class MPICommunicator:
         self.local_size: int = local.Get_size()
         local.Free()
         self.stats = Stats()
+        self.backend: Any = None  # the rank's device, set by init()
+        self.blas_threads: int | None = None  # BLAS threads init() gave this rank, if it did
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(rank={self.rank}, size={self.size}, local_rank={self.local_rank})"

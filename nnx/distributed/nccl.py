@@ -37,6 +37,13 @@ def nccl_available() -> tuple[bool, str]:
     return True, ""
 
 
+def local_gpu(local_rank: int) -> int:
+    """The GPU index for the ``local_rank``-th rank of a machine (round robin over its GPUs)."""
+    import cupy
+
+    return local_rank % cupy.cuda.runtime.getDeviceCount()
+
+
 class NcclCommunicator(MPICommunicator):
     """MPI for the job and small messages, NCCL for the gradients of CuPy arrays.
 

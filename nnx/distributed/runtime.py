@@ -57,9 +57,9 @@ def _rank_device(device: str | Backend | None, local_rank: int) -> Backend:
     backend = get_backend(device) if device is not None else current()
     unindexed = device is None or (isinstance(device, str) and ":" not in device)
     if backend.name == "cupy" and unindexed:
-        import cupy
+        from nnx.distributed.nccl import local_gpu
 
-        return get_backend(f"cupy:{local_rank % cupy.cuda.runtime.getDeviceCount()}")
+        return get_backend(f"cupy:{local_gpu(local_rank)}")
     return backend
 
 
