@@ -32,7 +32,7 @@ def nccl_available() -> tuple[bool, str]:
     if not getattr(nccl, "available", True):
         return (
             False,
-            "this CuPy build has no NCCL (pip install nvidia-nccl-cu12, or a CuPy wheel with it)",
+            "this CuPy finds no NCCL library (see CuPy's installation guide: NCCL is optional)",
         )
     return True, ""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -11,6 +12,7 @@ from nnx.backend import Backend, current, get_backend, use
 from nnx.distributed.communicator import DistributedError, MPICommunicator
 
 TRANSPORTS = ("auto", "mpi", "nccl")
+ABORT_GRACE_S = 0.5
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _communicator: MPICommunicator | None = None
 
@@ -95,6 +97,9 @@ def _install_abort_hook(comm: MPICommunicator) -> None:
             else:
                 traceback.print_exception(kind, error, tb)
             sys.stderr.flush()
+            # mpiexec forwards output asynchronously and stops forwarding once the job is
+            # aborted: give the message a moment to reach the terminal
+            time.sleep(ABORT_GRACE_S)
         finally:
             comm.abort(1)
 
