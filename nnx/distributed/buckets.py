@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from nnx.backend import to_numpy
+from nnx.backend import backend_of, to_numpy
 
 
 def _layout(shapes: list[tuple[int, ...]]) -> tuple[list[tuple[int, int, tuple[int, ...]]], int]:
@@ -57,8 +57,6 @@ def _to_owner_device(host: np.ndarray, owner: Any) -> Any:
     """A NumPy parameter gets the bucket's view (no copy); others a copy on their device."""
     if isinstance(owner, np.ndarray):
         return host
-    from nnx.backend import backend_of  # one place that asks which backend owns an array
-
     return backend_of(owner).asarray(host, host.dtype.name)
 
 

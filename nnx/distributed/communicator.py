@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from nnx.backend import to_numpy
+from nnx.backend import backend_of, to_numpy
 
 INSTALL_HINT = "pip install 'nnx[mpi]' (mpi4py and the MPICH wheel)"
 
@@ -135,6 +135,4 @@ def _like(host: np.ndarray, x: Any) -> Any:
     """``host`` on the device (and backend) of ``x``; a host array stays on the host."""
     if isinstance(x, np.ndarray | np.generic | int | float | list | tuple):
         return host
-    from nnx.backend import backend_of  # one place that asks which backend owns an array
-
     return backend_of(x).asarray(host, host.dtype.name)

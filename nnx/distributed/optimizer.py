@@ -7,8 +7,9 @@ from typing import Any
 
 import array_api_compat
 
-from nnx.layers.base import Parameter, dtype_name
+from nnx.layers.base import dtype_name
 from nnx.optim import Optimizer
+from nnx.parameter import Parameter
 
 DEFAULT_BUCKET_MB = 25.0
 
