@@ -3,7 +3,6 @@ fault handling under ``mpiexec -n 2`` (tests/mpi_worker.py), compared with one p
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -25,13 +24,19 @@ sys.path.insert(0, str(WORKER.parent))
 import mpi_worker as W  # noqa: E402
 
 MPIEXEC = shutil.which("mpiexec")
-MPI_MISSING = (
-    "mpi4py is not installed (pip install 'nnx[mpi]')"
-    if importlib.util.find_spec("mpi4py") is None
-    else "no mpiexec on PATH (pip install 'nnx[mpi]' brings MPICH's)"
-    if MPIEXEC is None
-    else ""
-)
+
+
+def _mpi_missing() -> str:
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return "mpi4py is not installed (pip install 'nnx[mpi]')"
+    if MPIEXEC is None:
+        return "no mpiexec on PATH (pip install 'nnx[mpi]' brings MPICH's)"
+    return ""
+
+
+MPI_MISSING = _mpi_missing()
 needs_mpi = pytest.mark.skipif(bool(MPI_MISSING), reason=MPI_MISSING or "-")
 LAUNCH_TIMEOUT_S = 90  # a hung job fails the test instead of hanging the suite
 
