@@ -20,8 +20,9 @@ from nnx.backend import (
     using,
 )
 from nnx.data import DataLoader
+from nnx.divergence import TrainingDiverged
 from nnx.gradcheck import gradcheck
-from nnx.io import load, save
+from nnx.io import CheckpointError, load, save
 from nnx.layers import *  # noqa: F403  (every layer, listed in nnx.layers.__all__)
 from nnx.layers import __all__ as _layers
 from nnx.losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
@@ -34,11 +35,13 @@ __all__ = [
     "Backend",
     "BackendError",
     "BCEWithLogitsLoss",
+    "CheckpointError",
     "CrossEntropyLoss",
     "DataLoader",
     "EarlyStopping",
     "History",
     "MSELoss",
+    "TrainingDiverged",
     "asarray",
     "backends",
     "current",

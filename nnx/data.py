@@ -72,6 +72,7 @@ class DataLoader:
         self.normalize = normalize
         self.epoch = 0
         self.shard = _check_shard(shard, comm)
+        self._labels_ok: int | None = None  # class count the labels were checked against
 
     @property
     def backend(self) -> Backend:
@@ -110,6 +111,30 @@ class DataLoader:
         if order is None:
             order = np.arange(len(self.x))
         return order[: len(order) - len(order) % size][rank::size]
+
+    def check_labels(self, num_classes: int) -> None:
+        """Raise ValueError if an integer label is outside ``[0, num_classes)``.
+
+        Runs once per class count on the host labels (a pass over ``y`` in
+        NumPy), so labels bound for a GPU are checked without any device sync.
+        """
+        if self.y is None or self.y.dtype.kind not in "iu" or self._labels_ok == num_classes:
+            return
+        bad = np.flatnonzero((self.y < 0) | (self.y >= num_classes))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(
+                f"label {self.y[i]} of sample {i} is outside [0, {num_classes}) (the model has "
+                f"{num_classes} classes; {bad.size} labels are out of range); labels must be "
+                f"0 .. {num_classes - 1}"
+            )
+        self._labels_ok = num_classes
+
+    def host_inputs(self, epoch: int, index: int) -> np.ndarray:
+        """The host inputs of batch ``index`` of ``epoch`` on this rank (before any scaling)."""
+        order = self.indices(epoch)
+        sl = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        return self.x[order[sl] if order is not None else sl]
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         backend = self.backend

@@ -120,6 +120,13 @@ def run_train(out: Path, comm) -> None:
     resumed = build(200 + r)
     resumed_opt = dist.DistributedOptimizer(make_optimizer("sgd", resumed))
     meta = dist.load(out / "ckpt.npz", resumed, resumed_opt)
+    plain = build(300 + r)  # nnx.load straight into a DistributedOptimizer restores the same state
+    plain_opt = dist.DistributedOptimizer(make_optimizer("sgd", plain))
+    nnx.load(out / "ckpt.npz", plain, plain_opt)
+    report["plain_load_same_state"] = all(
+        np.array_equal(nnx.to_numpy(a.state["momentum"]), nnx.to_numpy(b.state["momentum"]))
+        for a, b in zip(resumed_opt.params, plain_opt.params, strict=True)
+    )
     run(resumed, resumed_opt, int(meta["epoch"]), 1)
     np.savez(out / f"resumed_{r}.npz", **params(resumed))
     report["history"] = history.epochs

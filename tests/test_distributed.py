@@ -252,6 +252,7 @@ def test_checkpoint_from_two_ranks_resumes_on_two_ranks_and_on_one_process(two_r
         opt = W.make_optimizer("sgd", model)
         meta = nnx.load(out / "ckpt.npz", model, opt)
     assert meta["epoch"] == 1
+    assert json.loads((out / "report_0.json").read_text())["plain_load_same_state"]
     alone, _ = _single_process(spec, "sgd", model=model, opt=opt, epochs=(1,))
     for k in alone:
         for r in (0, 1):
