@@ -4,6 +4,7 @@ python examples/mnist.py                                   # MLP on MNIST (downl
 python examples/mnist.py --dataset fashion-mnist --model cnn --epochs 3
 python examples/mnist.py --device cuda --save mnist.npz --plot curves.png
 python examples/mnist.py --resume mnist.npz --epochs 2     # two more epochs
+mpiexec -n 2 python examples/mnist.py --distributed        # data-parallel on 2 processes
 
 --resume continues the cosine learning-rate schedule as if the run had been
 planned for (the checkpoint's epochs + --epochs) epochs from the start, so the
@@ -108,6 +109,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--plot", metavar="PNG", help="plot loss and accuracy curves (needs matplotlib)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel over the ranks of `mpiexec -n N` (needs nnx[mpi]); --batch-size\n"
+        "stays the global batch, each rank takes batch-size / N of it",
+    )
     return p.parse_args(argv)
 
 
@@ -126,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     try:
         return run(argv)
     except (UserError, nnx.BackendError, nnx.datasets.DatasetError, nnx.CheckpointError,
-            FileNotFoundError) as err:  # fmt: skip
+            nnx.distributed.DistributedError, FileNotFoundError) as err:  # fmt: skip
         message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -153,15 +160,22 @@ def run(argv: list[str] | None) -> dict[str, float]:
                 check_target(path)  # before training, not after the first epoch
         except (IsADirectoryError, ValueError) as err:
             raise UserError(f"{flag}: {err}") from None
-    device = open_device(args.device)
+    comm = nnx.distributed.init(args.device) if args.distributed else None
+    device = open_device(comm.backend if comm else args.device)
     load = LOADERS[args.dataset]
     x_train, y_train = load("train", root=args.data_dir)
     x_test, y_test = load("test", root=args.data_dir)
     shape = (784,) if args.model == "mlp" else (1, 28, 28)
     norm = STATS[args.dataset]
     batch_size = args.batch_size or DEFAULT_BATCH[args.model]
-    train = nnx.DataLoader(x_train, y_train, batch_size=batch_size, shuffle=True,
-                           seed=args.seed, shape=shape, normalize=norm, device=device)  # fmt: skip
+    per_rank = batch_size
+    if comm:
+        if batch_size % comm.size:
+            raise UserError(f"--batch-size {batch_size} does not split over {comm.size} ranks")
+        per_rank = batch_size // comm.size
+    say = print if nnx.distributed.is_root() else lambda *a, **k: None  # rank 0 alone prints
+    train = nnx.DataLoader(x_train, y_train, batch_size=per_rank, shuffle=True, seed=args.seed,
+                           shape=shape, normalize=norm, device=device, comm=comm)  # fmt: skip
     test = nnx.DataLoader(
         x_test, y_test, batch_size=1000, shape=shape, normalize=norm, device=device
     )
@@ -171,32 +185,39 @@ def run(argv: list[str] | None) -> dict[str, float]:
         model = build(args.model)
     base_lr = args.lr or DEFAULT_LR[args.model]
     optimizer = optimizer_for(args.model, model, base_lr)
+    if comm:
+        nnx.distributed.broadcast_parameters(model)
+        nnx.manual_seed(args.seed + comm.rank)  # same weights, different dropout masks per rank
+        optimizer = nnx.distributed.DistributedOptimizer(optimizer, comm)
     first_epoch = 0
     if args.resume:
+        load_checkpoint = nnx.distributed.load if comm else nnx.load  # every rank, then rank 0's
         try:
-            meta = nnx.load(args.resume, model, optimizer)
+            meta = load_checkpoint(args.resume, model, optimizer)
         except nnx.CheckpointError as err:
             raise UserError(f"--resume: {err} (was it saved with another --model?)") from None
         first_epoch = int(meta["epoch"])
         optimizer.lr = base_lr  # the saved rate is where the old schedule ended (often 0)
-        print(f"resumed {args.resume} at epoch {first_epoch} (saved on {meta['backend']})")
+        say(f"resumed {args.resume} at epoch {first_epoch} (saved on {meta['backend']})")
     # the cosine schedule spans every epoch of the run, the resumed ones included
     schedule = nnx.optim.CosineLR(optimizer, epochs=first_epoch + args.epochs)
     schedule.load_state_dict({"epoch": first_epoch, "base_lr": base_lr})
 
-    print(f"{args.model.upper()} on {args.dataset}, device {device.spec}")
-    print(model.summary((batch_size, *shape)))
+    ranks = f", {comm.size} ranks x batch {per_rank} ({comm.transport})" if comm else ""
+    say(f"{args.model.upper()} on {args.dataset}, device {device.spec}{ranks}")
+    say(model.summary((batch_size, *shape)))
 
     def report(epoch: int, record: dict[str, float]) -> None:
-        print(
+        say(
             f"epoch {epoch + 1:2d}  train loss {record['loss']:.4f}  train acc {record['accuracy']:.4f}"
             f"  test acc {record['val_accuracy']:.4f}  lr {record['lr']:.3g}  {record['time']:.1f} s"
             f"  ({record['samples_per_s']:,.0f} samples/s)",
             flush=True,
         )
         if args.save:
-            nnx.save(args.save, model, optimizer, epoch=epoch + 1, dataset=args.dataset,
-                     model_kind=args.model)  # fmt: skip
+            save = nnx.distributed.save if comm else nnx.save  # rank 0 writes, the others wait
+            save(args.save, model, optimizer, epoch=epoch + 1, dataset=args.dataset,
+                 model_kind=args.model)  # fmt: skip
 
     history = nnx.fit(
         model, nnx.CrossEntropyLoss(), optimizer, train,
@@ -205,11 +226,11 @@ def run(argv: list[str] | None) -> dict[str, float]:
     )  # fmt: skip
     total = time.perf_counter() - started
     final = history.epochs[-1]
-    print(f"test accuracy {final['val_accuracy']:.2%} after {len(history) + first_epoch} epochs; "
-          f"total {total:.1f} s")  # fmt: skip
+    say(f"test accuracy {final['val_accuracy']:.2%} after {len(history) + first_epoch} epochs; "
+        f"total {total:.1f} s")  # fmt: skip
     if args.save:
-        print(f"checkpoint: {args.save}")
-    if args.plot:
+        say(f"checkpoint: {args.save}")
+    if args.plot and nnx.distributed.is_root():
         plot(history, args.plot)
     return {"test_accuracy": final["val_accuracy"], "seconds": total}
 

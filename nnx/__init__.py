@@ -5,7 +5,7 @@ supplies; ``nnx.use("cuda")`` (or ``NNX_BACKEND=cupy``, or ``model.to("cuda")``)
 moves the same code from NumPy to CuPy or to any registered plugin.
 """
 
-from nnx import datasets, init, losses, optim
+from nnx import datasets, distributed, init, losses, optim
 from nnx.backend import (
     Backend,
     BackendError,
@@ -47,6 +47,7 @@ __all__ = [
     "backends",
     "current",
     "datasets",
+    "distributed",
     "evaluate",
     "fit",
     "get_num_threads",

@@ -89,6 +89,8 @@ def load(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
+    # a wrapper (nnx.distributed.DistributedOptimizer) loads into the optimizer it wraps
+    optimizer = getattr(optimizer, "optimizer", optimizer)
     with CheckpointFile(path) as ckpt:
         meta = _checked_metadata(ckpt)
         weights = _read_model(ckpt, model)

@@ -57,7 +57,12 @@ class Loss:
         return backend.xp
 
     def __call__(self, pred: Any, target: Any) -> Any:
-        return self.forward(pred, target)
+        backend = self._owner.of(pred)
+        scope = None if backend is None else backend.device_scope
+        if scope is None:  # no device to make current (or no backend: forward says so)
+            return self.forward(pred, target)
+        with scope:  # CuPy: the gradient and the loss are made on pred's device
+            return self.forward(pred, target)
 
     def forward(self, pred: Any, target: Any) -> Any:
         """The loss value as a 0-d array."""

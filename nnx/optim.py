@@ -52,6 +52,14 @@ class Optimizer:
     def step(self) -> None:
         """Update every parameter that has a gradient."""
         self.steps += 1
+        scope = self.backend(self.params[0]).device_scope
+        if scope is None:
+            self._update_all()
+        else:
+            with scope:  # CuPy: update on the parameters' device, whatever device is current
+                self._update_all()
+
+    def _update_all(self) -> None:
         for p in self.params:
             if p.grad is not None:
                 self.update(p, p.grad)
@@ -77,18 +85,16 @@ class Optimizer:
         per-step bias corrections, which change (a host-to-device copy each time on a GPU).
         """
         x = p.value
+        backend = self.backend(p)  # one per device: a key even where devices are unhashable
         try:
-            key = (x.dtype, x.device, values)
+            key = (backend, x.dtype, values)
             hit = self._cache.get(key)
-        except (AttributeError, TypeError):  # no hashable dtype/device: plain scalars
+        except TypeError:  # an unhashable dtype: plain scalars
             return values
         if hit is None:
             if len(self._cache) > 32:  # hyper-parameters changed many times: start over
                 self._cache.clear()
-            xp = self.backend(p).xp
-            hit = self._cache[key] = tuple(
-                xp.asarray(v, dtype=x.dtype, device=x.device) for v in values
-            )
+            hit = self._cache[key] = tuple(backend.asarray(v, x.dtype) for v in values)
         return hit
 
     # -- state ---------------------------------------------------------------------

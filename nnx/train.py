@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,9 +84,10 @@ class EarlyStopping:
 
 
 def _as_loader(
-    data: Any, model: Layer, batch_size: int, shuffle: bool, seed: int
+    data: Any, model: Layer, batch_size: int, shuffle: bool, seed: int, comm: Any = None
 ) -> Iterable[tuple[Any, Any]]:
-    """A DataLoader as it is; host ``(x, y)`` arrays become one on the model's device."""
+    """A DataLoader as it is; host ``(x, y)`` arrays become one on the model's device
+    (this rank's shard of them when a communicator is given)."""
     if isinstance(data, tuple | list) and len(data) == 2:
         return DataLoader(
             data[0],
@@ -94,6 +96,7 @@ def _as_loader(
             shuffle=shuffle,
             seed=seed,
             device=model.backend,
+            comm=comm,
         )
     return data
 
@@ -140,6 +143,11 @@ def fit(
     loss, accuracy and samples/s; it is off when stderr is not a terminal or
     with ``progress=False``.
 
+    With an :class:`nnx.distributed.DistributedOptimizer`, each rank trains on
+    its shard (``(x, y)`` arrays are sharded for you), the epoch's loss and
+    metrics are averaged over all ranks' samples, only rank 0 shows the
+    progress bar, and ``on_epoch_end`` runs on every rank.
+
     Every ``log_every`` steps and at the end of an epoch ``fit`` reads the
     running loss (one device read) and any deferred label check.  A NaN or
     infinite loss stops training with :class:`nnx.divergence.TrainingDiverged`
@@ -152,7 +160,14 @@ def fit(
     for m in metrics:
         if m not in METRICS:
             raise ValueError(f"unknown metric {m!r}; available: {METRICS}")
-    loader = _as_loader(train_data, model, batch_size, shuffle, seed)
+    comm = getattr(optimizer, "comm", None)  # a DistributedOptimizer's communicator
+    loader = _as_loader(train_data, model, batch_size, shuffle, seed, comm)
+    if comm is not None and comm.size > 1 and getattr(loader, "shard", None) == (0, 1):
+        warnings.warn(
+            "fit: every rank iterates the whole training DataLoader; for data parallelism "
+            "give it comm= (or shard=(rank, size)) so that each rank takes its own part",
+            stacklevel=2,
+        )
     val_loader = (
         _as_loader(val_data, model, batch_size, False, seed) if val_data is not None else None
     )
@@ -171,17 +186,19 @@ def fit(
                 loader.set_epoch(epoch)
             snapshot = EpochSnapshot(model, optimizer)
             try:
-                record = _train_epoch(
-                    model, loss_fn, optimizer, loader, epoch, initial_epoch + epochs,
-                    track_accuracy, progress, log_every,
-                )  # fmt: skip
+                with model.backend.activate():  # CuPy: the metrics' arrays on its device
+                    record = _train_epoch(
+                        model, loss_fn, optimizer, loader, epoch, initial_epoch + epochs,
+                        track_accuracy, progress if comm is None or comm.rank == 0 else False,
+                        log_every, comm,
+                    )  # fmt: skip
             except _Diverged as bad:
                 best = early_stopping.best_state if early_stopping is not None else None
                 restored = snapshot.restore(model, optimizer, best)
                 finite = inputs_finite(loader, epoch, bad.step)
                 raise diverged_error(bad.value, epoch, bad.step, finite, restored) from None
             if val_loader is not None:
-                scores = evaluate(model, loss_fn, val_loader, metrics=metrics)
+                scores = evaluate(model, loss_fn, val_loader, metrics=metrics, comm=comm)
                 record.update({f"val_{k}": v for k, v in scores.items()})
             record["lr"] = optimizer.lr
             history.epochs.append(record)
@@ -208,6 +225,7 @@ def _train_epoch(
     track_accuracy: bool,
     progress: bool | None,
     log_every: int,
+    comm: Any = None,
 ) -> dict[str, float]:
     xp = model.xp
     model.train()
@@ -247,9 +265,10 @@ def _train_epoch(
             "the training data gave no batches (empty data set, or drop_last with too few samples)"
         )
     _check_window(xp, loss_fn, loss_sum, window, steps)
-    record = {"epoch": float(epoch + 1), "loss": float(to_numpy(loss_sum)) / seen}
+    loss_total, correct_total, seen = _totals(comm, loss_sum, correct, seen)
+    record = {"epoch": float(epoch + 1), "loss": loss_total / seen}
     if track_accuracy:
-        record["accuracy"] = float(to_numpy(correct)) / seen
+        record["accuracy"] = correct_total / seen
     model.backend.synchronize()
     record["time"] = time.perf_counter() - start
     record["samples_per_s"] = seen / record["time"]
@@ -257,6 +276,18 @@ def _train_epoch(
         bar.set_postfix(_postfix(loss_sum, correct, seen, start))
         bar.close()
     return record
+
+
+def _totals(comm: Any, loss_sum: Any, correct: Any, seen: int) -> tuple[float, float, int]:
+    """Host sums of the loss, the correct count and the samples; over all ranks with ``comm``."""
+    totals = [
+        float(to_numpy(loss_sum)) if loss_sum is not None else 0.0,
+        float(to_numpy(correct)) if correct is not None else 0.0,
+        float(seen),
+    ]
+    if comm is not None:
+        totals = comm.sum_scalars(totals)  # one collective per epoch
+    return totals[0], totals[1], int(totals[2])
 
 
 class _Diverged(Exception):
@@ -307,8 +338,13 @@ def evaluate(
     *,
     batch_size: int = 256,
     metrics: tuple[str, ...] = ("accuracy",),
+    comm: Any = None,
 ) -> dict[str, float]:
-    """Mean loss and metrics over ``data`` in eval mode (the mode is restored afterwards)."""
+    """Mean loss and metrics over ``data`` in eval mode (the mode is restored afterwards).
+
+    With ``comm`` (an :mod:`nnx.distributed` communicator) the means are over
+    every rank's samples: each rank may evaluate its own shard.
+    """
     loader = _as_loader(data, model, batch_size, False, 0)
     xp = model.xp
     was_training = model.training
@@ -316,27 +352,29 @@ def evaluate(
     loss_sum = correct = None
     seen = 0
     try:
-        for xb, yb in loader:
-            out = model(xb)
-            n = xb.shape[0]
-            if loss_fn is not None:
-                weighted = loss_fn(out, yb) * n
-                loss_sum = weighted if loss_sum is None else loss_sum + weighted
-            if "accuracy" in metrics:
-                c = _correct(xp, out, yb)
-                correct = c if correct is None else correct + c
-            seen += n
+        with model.backend.activate():  # CuPy: the metrics' arrays on the model's device
+            for xb, yb in loader:
+                out = model(xb)
+                n = xb.shape[0]
+                if loss_fn is not None:
+                    weighted = loss_fn(out, yb) * n
+                    loss_sum = weighted if loss_sum is None else loss_sum + weighted
+                if "accuracy" in metrics:
+                    c = _correct(xp, out, yb)
+                    correct = c if correct is None else correct + c
+                seen += n
     finally:
         model.train(was_training)
+    loss_total, correct_total, seen = _totals(comm, loss_sum, correct, seen)
     if seen == 0:
         raise ValueError("evaluate() got no samples")
     if loss_fn is not None and hasattr(loss_fn, "check_pending_labels"):
         loss_fn.check_pending_labels()
     scores = {}
     if loss_sum is not None:
-        scores["loss"] = float(to_numpy(loss_sum)) / seen
+        scores["loss"] = loss_total / seen
     if correct is not None:
-        scores["accuracy"] = float(to_numpy(correct)) / seen
+        scores["accuracy"] = correct_total / seen
     return scores
 
 
@@ -348,7 +386,8 @@ def predict(model: Layer, x: Any, *, batch_size: int = 256, **loader_args: Any) 
     was_training = model.training
     model.eval()
     try:
-        outs = [model(xb) for xb, _ in loader]
+        with model.backend.activate():
+            outs = [model(xb) for xb, _ in loader]
+            return to_numpy(model.xp.concat(outs, axis=0))  # one copy to the host, at the end
     finally:
         model.train(was_training)
-    return to_numpy(model.xp.concat(outs, axis=0))  # one copy to the host, at the end

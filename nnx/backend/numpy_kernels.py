@@ -21,21 +21,24 @@ class ThreadedKernels(Ops):
     """The elementwise and pooling half of :class:`~nnx.backend.numpy.NumpyOps`."""
 
     np: Any = numpy
-    #: split large kernels across nnx's CPU threads (see nnx.backend.threads);
-    #: a subclass for a GPU library sets it False
-    threaded: bool = True
+    #: split large kernels across nnx's CPU threads (see nnx.backend.threads): None
+    #: (the default) splits only when ``np`` is NumPy, so CupyOps (np = cupy) never does
+    threaded: bool | None = None
 
     # -- elementwise ------------------------------------------------------------------------
     def _parallel(self, n: int, body: Callable[[int, int], None], work: int) -> None:
         """``parallel_for`` on the CPU; one call where ``threaded`` is off (a GPU subclass)."""
-        if self.threaded:
+        if self._threaded():
             parallel_for(n, body, work)
         else:
             body(0, n)
 
+    def _threaded(self) -> bool:
+        return self.np is numpy if self.threaded is None else self.threaded
+
     def _split(self, work: int) -> bool:
         """Whether a kernel of ``work`` elements is split (else it takes its plain path)."""
-        return self.threaded and worth_splitting(work)
+        return self._threaded() and worth_splitting(work)
 
     @staticmethod
     def _flat(*arrays: Any) -> list[Any] | None:
@@ -83,8 +86,10 @@ class ThreadedKernels(Ops):
     def momentum_update(self, buf: Any, g: Any, momentum: Any) -> Any:
         """``buf = buf * momentum + g`` in place, split across the threads when large."""
         np = self.np
+        if not self._split(2 * buf.size):
+            return super().momentum_update(buf, g, momentum)
         flat = self._flat(buf, g) if buf.flags.writeable else None
-        if flat is None or not self._split(2 * buf.size):
+        if flat is None:
             return super().momentum_update(buf, g, momentum)
         bf, gf = flat
 
