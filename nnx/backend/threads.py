@@ -6,10 +6,10 @@ chunk.  Work below :data:`MIN_PARALLEL` elements runs as a single ``body(0, n)``
 call: handing a chunk to another thread costs tens of microseconds, more than
 a small copy or ufunc takes.
 
-The thread count follows the BLAS pool's (threadpoolctl, when installed; else
-``os.cpu_count()``), so nnx's threads and BLAS's share the same cores instead of
-oversubscribing them (BLAS calls and these chunks never run at the same time).
-Set it with :func:`set_num_threads` or the environment variable ``NNX_NUM_THREADS``.
+The splitting is opt-in: one thread unless :func:`set_num_threads` or the
+environment variable ``NNX_NUM_THREADS`` says otherwise (``blas_threads()`` is the
+BLAS pool's count, the natural choice on idle cores; BLAS calls and these chunks
+never run at the same time, so the two pools share the cores).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 __all__ = [
     "MIN_PARALLEL",
+    "blas_threads",
     "forced",
     "get_num_threads",
     "parallel_for",
@@ -62,6 +63,14 @@ def _default_threads() -> int:
         if n < 1:
             raise ValueError(f"NNX_NUM_THREADS must be at least 1, got {n}")
         return n
+    # One thread unless asked: in paired runs on the 2-core development machine
+    # (BLAS on 2 threads, other jobs running) splitting made the CNN step ~15% slower.
+    return 1
+
+
+def blas_threads() -> int:
+    """The BLAS pool's thread count (threadpoolctl, when installed; else the core count):
+    the natural value for ``set_num_threads`` on a machine with idle cores."""
     try:
         from threadpoolctl import threadpool_info
 
