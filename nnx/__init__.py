@@ -5,7 +5,7 @@ supplies; ``nnx.use("cuda")`` (or ``NNX_BACKEND=cupy``, or ``model.to("cuda")``)
 moves the same code from NumPy to CuPy or to any registered plugin.
 """
 
-from nnx import datasets, init, losses, optim
+from nnx import datasets, init, losses, onnx, optim
 from nnx.backend import (
     Backend,
     BackendError,
@@ -25,6 +25,7 @@ from nnx.io import load, save
 from nnx.layers import *  # noqa: F403  (every layer, listed in nnx.layers.__all__)
 from nnx.layers import __all__ as _layers
 from nnx.losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+from nnx.onnx import export as export_onnx
 from nnx.train import EarlyStopping, History, evaluate, fit, predict
 
 __version__ = "0.1.0"
@@ -44,6 +45,7 @@ __all__ = [
     "current",
     "datasets",
     "evaluate",
+    "export_onnx",
     "fit",
     "load",
     "predict",
@@ -53,6 +55,7 @@ __all__ = [
     "init",
     "losses",
     "manual_seed",
+    "onnx",
     "optim",
     "register_backend",
     "to_numpy",
