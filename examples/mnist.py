@@ -5,6 +5,7 @@ python examples/mnist.py --dataset fashion-mnist --model cnn --epochs 3
 python examples/mnist.py --dataset fashion-mnist --model cnn-bn --epochs 15   # >= 93.5%
 python examples/mnist.py --device cuda --save mnist.npz --plot curves.png
 python examples/mnist.py --resume mnist.npz --epochs 2     # two more epochs
+python examples/mnist.py --dataset fashion-mnist --onnx fmnist.onnx   # for onnxruntime & co.
 """
 
 from __future__ import annotations
@@ -129,6 +130,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "off otherwise; 0 flips only, -1 off)")  # fmt: skip
     p.add_argument("--save", metavar="PATH", help="write a checkpoint here after every epoch")
     p.add_argument("--resume", metavar="PATH", help="continue from a checkpoint written by --save")
+    p.add_argument("--onnx", metavar="PATH", help="export the trained model to ONNX (needs onnx)")
     p.add_argument("--plot", metavar="PNG", help="plot loss and accuracy curves (needs matplotlib)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
@@ -198,6 +200,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
           f"total {total:.1f} s")  # fmt: skip
     if args.save:
         print(f"checkpoint: {args.save}")
+    if args.onnx:
+        nnx.export_onnx(model.eval(), args.onnx, input_shape=(None, *shape))
+        print(
+            f"ONNX model: {args.onnx} (input 'input' of shape (batch, {', '.join(map(str, shape))}))"
+        )
     if args.plot:
         plot(history, args.plot)
     return {"test_accuracy": final["val_accuracy"], "seconds": total}

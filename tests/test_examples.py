@@ -43,9 +43,12 @@ def test_mnist_example_trains_saves_and_resumes(backend, tiny_mnist, tmp_path, m
     out = capsys.readouterr().out
     assert "Total params" in out and "epoch  3" in out and ckpt.exists()
     assert scores["test_accuracy"] > 0.3  # ten classes: chance is 0.1
-    mnist.main([*common, "--epochs", "1", "--resume", str(ckpt), "--device", "numpy"])
+    exported = tmp_path / "run.onnx"
+    mnist.main([*common, "--epochs", "1", "--resume", str(ckpt), "--device", "numpy",
+                "--onnx", str(exported)])  # fmt: skip
     out = capsys.readouterr().out
     assert f"saved on {backend.spec}" in out and "epoch  4" in out
+    assert f"ONNX model: {exported}" in out and exported.stat().st_size > 1000
 
 
 def test_mnist_example_reports_missing_data(tmp_path):

@@ -1,0 +1,51 @@
+"""``python -m nnx info`` runs, lists every registered backend and exits 0 without a GPU."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import nnx
+from nnx import info
+
+
+def test_python_m_nnx_info_lists_every_backend_and_exits_0_without_gpu():
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # as on a machine without a GPU
+    result = subprocess.run(
+        [sys.executable, "-m", "nnx", "info"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert f"nnx: {nnx.__version__}" in out and "NumPy: " in out and "array-api-compat: " in out
+    lines = out.splitlines()
+    for row in nnx.backends():
+        line = next((x for x in lines if x.strip().startswith(f"{row.name} ")), None)
+        assert line is not None, f"backend {row.name!r} missing from:\n{out}"
+        assert ("unavailable" in line) == (not row.available)
+    for section in ("Backends:", "GPUs:", "BLAS:", "Data:"):
+        assert section in lines
+    assert "Traceback" not in result.stderr
+
+
+def test_info_finds_a_data_set_in_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NNX_DATA", str(tmp_path))
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"]
+    for name in names:
+        (folder / f"{name}.gz").write_bytes(b"")
+    assert "mnist: not present" in "\n".join(info.data_lines())  # three of four files
+    (folder / "t10k-labels-idx1-ubyte").write_bytes(b"")
+    lines = info.data_lines()
+    assert f"cache folder {tmp_path} (NNX_DATA)" in lines
+    assert f"mnist: {folder}" in lines
+
+
+def test_nnx_command_needs_a_subcommand(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        info.main([])
+    assert exit_.value.code == 2
+    assert "{info}" in capsys.readouterr().err  # the usage line names the command
