@@ -71,7 +71,7 @@ def test_xor_cli_reaches_full_accuracy():
 def test_cnn_bn_builds_and_takes_one_training_step(backend):
     model = mnist.build("cnn-bn")
     assert model.output_shape((2, 1, 28, 28)) == (2, 10)
-    assert sum(isinstance(layer, nnx.BatchNorm2d) for layer in model.layers()) == 4
+    assert sum(isinstance(layer, nnx.BatchNorm2d) for layer in model.layers()) == 3
     optimizer = mnist.optimizer_for("cnn-bn", model, 0.003)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (8, 28, 28)).astype(np.uint8)

@@ -49,3 +49,11 @@ def test_nnx_command_needs_a_subcommand(capsys):
         info.main([])
     assert exit_.value.code == 2
     assert "{info}" in capsys.readouterr().err  # the usage line names the command
+
+
+def test_listing_backends_imports_no_heavy_library():
+    # torch and jax take seconds to import; asking whether they are installed must not
+    code = "import sys, nnx; nnx.backends(); print(sorted({'torch', 'jax'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
