@@ -162,17 +162,17 @@ def run_rounds(
     for impl in live:
         try:
             impl.runner = impl.factory(data, cfg)
-        except Exception as err:  # a device or library that fails to start is a skip
-            impl.skip = f"skipped: {type(err).__name__}: {err}"
+        except Exception as err:  # an available device that fails to start is a failure
+            impl.skip = f"failed: {type(err).__name__}: {err}"
     live = [i for i in live if not i.skip]
     gc.collect()
     gc.freeze()  # torch's many long-lived objects would make every gc.collect() slow
     start = time.perf_counter()
-    if not args.quick:
-        log("warm-up round (not counted)")
-        for impl in live:
-            time_once(impl, args.quick)
-            impl.accuracies.clear()
+    # even a smoke run warms up: first calls compile GPU kernels and fault in memory
+    log("warm-up round (not counted)")
+    for impl in live:
+        time_once(impl, args.quick)
+        impl.accuracies.clear()
     done, stopped_early = 0, ""
     while done < args.rounds:
         t_round = time.perf_counter()
@@ -555,6 +555,10 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print()
     print(f"JSON written to {path.resolve()}  (total {result['wall_s']:.0f} s)")
+    failed = [f"{i.case} / {i.label}: {i.skip}" for i in rows if i.skip.startswith("failed")]
+    if failed:
+        print("FAILED rows (exit status 1):\n  " + "\n  ".join(failed), file=sys.stderr)
+        return 1
     return 0
 
 

@@ -54,9 +54,9 @@ def test_quick_run_prints_table_and_writes_json(quick_result):
         rows = result["cases"][case]
         for key in ("bare", "floor"):
             assert rows[key]["median_s"] > 0
-        # without CUDA the GPU rows say why, never a time
+        # a GPU row has a time, or says why it could not run; a crash is never a skip
         for key in ("nnx-gpu", "torch-gpu"):
-            assert "median_s" in rows[key] or rows[key]["skipped"].startswith("skipped")
+            assert "median_s" in rows[key] or rows[key]["skipped"].startswith("skipped: ")
     targets = {(t["case"], t["target"]) for t in result["targets"]}
     assert ("mem", "<= 1.3x bare NumPy (tracemalloc)") in targets
     assert len(targets) == 6
@@ -116,3 +116,24 @@ def test_nnx_starts_from_the_references_weights():
     mine = R.linear_weights(0, [784, 256, 128])
     for p, w in zip(model.parameters(), mine, strict=True):
         assert (nnx.to_numpy(p.value) == w).all()
+
+
+def test_a_crashing_row_fails_the_run(tmp_path, monkeypatch, capsys):
+    """A row that crashes (as a broken GPU row would) is reported as failed, exit status 1."""
+    if not FASHION:
+        pytest.skip(f"Fashion-MNIST is not installed in {R.FASHION_DIR}")
+    import nnx_cases
+    import run
+
+    class Crashing(nnx_cases.NnxXOR):
+        def run(self):
+            raise RuntimeError("kernel launch failed")
+
+    monkeypatch.setattr(nnx_cases, "NnxXOR", Crashing)
+    status = run.main(["--quick", "--cases", "xor", "--no-gpu", "--json", str(tmp_path / "r.json")])
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert "failed: RuntimeError: kernel launch failed" in out
+    assert "FAILED rows" in err
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["cases"]["xor"]["nnx"]["skipped"].startswith("failed")
