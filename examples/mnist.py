@@ -126,7 +126,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--augment", type=int, default=None, metavar="PIXELS",
-                   help="random flips and shifts of up to PIXELS (default: 1 for cnn-bn, "
+                   help="random flips and shifts of up to PIXELS (default: 0 for cnn-bn, "
                         "off otherwise; 0 flips only, -1 off)")  # fmt: skip
     p.add_argument("--save", metavar="PATH", help="write a checkpoint here after every epoch")
     p.add_argument("--resume", metavar="PATH", help="continue from a checkpoint written by --save")
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     norm = STATS[args.dataset]
     device = nnx.get_backend(args.device)
     batch_size = args.batch_size or DEFAULT_BATCH[args.model]
-    augment = args.augment if args.augment is not None else (1 if args.model == "cnn-bn" else -1)
+    augment = args.augment if args.augment is not None else (0 if args.model == "cnn-bn" else -1)
     if augment >= 0 and args.model == "mlp":
         sys.exit("error: --augment needs an image model (--model cnn or cnn-bn)")
     loader = {"shift": augment} if augment >= 0 else {}
