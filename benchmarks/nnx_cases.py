@@ -26,12 +26,6 @@ def nnx_devices() -> dict[str, str]:
     return {"cpu": "", "cuda": ""}
 
 
-def cnn_missing() -> str:
-    """Empty when nnx has the CNN layers, else the reason the row is skipped."""
-    missing = [n for n in ("Conv2d", "MaxPool2d", "Flatten") if not hasattr(nnx, n)]
-    return f"skipped: nnx.{', nnx.'.join(missing)} missing" if missing else ""
-
-
 class NnxRunner:
     """Common part: the backend, the data on its device, the timed loop's objects."""
 
@@ -148,4 +142,4 @@ class NnxXOR(NnxRunner):
         return float(np.mean((z > 0) == (nnx.to_numpy(self.y_xor) > 0.5)))
 
 
-__all__ = ["NnxCNN", "NnxMLP", "NnxXOR", "cnn_missing", "nnx_devices"]
+__all__ = ["NnxCNN", "NnxMLP", "NnxXOR", "nnx_devices"]

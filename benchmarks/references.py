@@ -23,9 +23,7 @@ same memory layouts) on preallocated operands with ``out=``: nothing else.
 
 from __future__ import annotations
 
-import gzip
 import math
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,10 +31,6 @@ from typing import Any
 import numpy as np
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-SPLITS = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-}
 
 # -- configuration ----------------------------------------------------------------------
 
@@ -95,28 +89,12 @@ def check(case: str, quick: bool, accuracy: float, who: str) -> None:
 # -- data ------------------------------------------------------------------------------
 
 
-def _read_idx_gz(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    zero, kind, ndim = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or kind != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte IDX file")
-    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
 def fashion_mnist(split: str) -> tuple[np.ndarray, np.ndarray, str]:
     """(uint8 images (N, 28, 28), uint8 labels (N,), where they came from)."""
-    try:
-        from nnx.datasets import fashion_mnist as load
+    from nnx.datasets import fashion_mnist as load
 
-        images, labels = load(split, download=False)
-        return np.asarray(images), np.asarray(labels), "nnx.datasets.fashion_mnist"
-    except Exception:  # not written yet, or not installed: read the IDX files directly
-        img, lab = SPLITS[split]
-        images = _read_idx_gz(FASHION_DIR / img)
-        labels = _read_idx_gz(FASHION_DIR / lab)
-        return images, labels, f"IDX files in {FASHION_DIR}"
+    images, labels = load(split, download=False)
+    return np.asarray(images), np.asarray(labels), "nnx.datasets.fashion_mnist"
 
 
 @dataclass

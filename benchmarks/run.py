@@ -91,16 +91,15 @@ def implementations(case: str, gpu: bool) -> list[Impl]:
     torch_cls = {"mlp": R.TorchMLP, "cnn": R.TorchCNN, "xor": R.TorchXOR}[case]
     bare_cls = {"mlp": R.BareMLP, "cnn": R.BareCNN, "xor": R.BareXOR}[case]
     floor_cls = {"mlp": R.FloorMLP, "cnn": R.FloorCNN, "xor": R.FloorXOR}[case]
-    nnx_skip = N.cnn_missing() if case == "cnn" else ""
     tdev, ndev = R.torch_devices(), N.nnx_devices()
     rows = [
-        Impl(case, "nnx", "nnx (numpy)", lambda d, c: nnx_cls(d, c, "cpu"), nnx_skip),
+        Impl(case, "nnx", "nnx (numpy)", lambda d, c: nnx_cls(d, c, "cpu")),
         Impl(case, "torch", "PyTorch CPU", lambda d, c: torch_cls(d, c, "cpu"), tdev["cpu"]),
         Impl(case, "bare", "bare NumPy", bare_cls),
         Impl(case, "floor", "matmul floor", floor_cls),
     ]
     off = "" if gpu else "skipped: --no-gpu"
-    nnx_gpu_skip = off or ndev["cuda"] or nnx_skip
+    nnx_gpu_skip = off or ndev["cuda"]
     rows += [
         Impl(case, "nnx-gpu", "nnx (cupy)", lambda d, c: nnx_cls(d, c, "cuda"), nnx_gpu_skip),
         Impl(

@@ -8,6 +8,7 @@ runs on immutable arrays and on any device.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,9 +54,7 @@ def _check_array(
 ) -> tuple[float, tuple[int, ...]]:
     """Compare ``analytic`` (d f / d x) with central differences of ``f`` at every element."""
     shape = tuple(x.shape)
-    n = 1
-    for d in shape:
-        n *= d
+    n = math.prod(shape)
     grad = to_numpy(analytic).reshape(-1)
     index = xp.arange(n, device=x.device)
     worst, where = 0.0, ()

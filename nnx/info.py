@@ -46,13 +46,7 @@ def versions() -> list[tuple[str, str]]:
 
 def backend_lines() -> list[str]:
     """One line per registered backend: name, available or not (and why), where it comes from."""
-    rows = nnx.backends()
-    width = max((len(r.name) for r in rows), default=0)
-    lines = []
-    for r in rows:
-        state = "available" if r.available else f"unavailable: {r.reason}"
-        lines.append(f"{r.name:<{width}}  {state}  [{r.source}]")
-    return lines
+    return nnx.backends().lines()
 
 
 def gpu_lines() -> list[str]:

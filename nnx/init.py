@@ -7,8 +7,12 @@ initial weights on every backend (the array API has no random module).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
+
+#: an initialiser: ``(shape, fan_in, fan_out) -> float32 host array``
+Initialiser = Callable[[tuple[int, ...], int, int], np.ndarray]
 
 _host = np.random.default_rng()
 
@@ -24,13 +28,13 @@ def generator() -> np.random.Generator:
     return _host
 
 
-def he_uniform(shape: tuple[int, ...], fan_in: int) -> np.ndarray:
+def he_uniform(shape: tuple[int, ...], fan_in: int, fan_out: int = 0) -> np.ndarray:
     """He/Kaiming uniform, gain sqrt(2) (for ReLU): U(-b, b), b = sqrt(6 / fan_in)."""
     bound = math.sqrt(6.0 / fan_in)
     return _host.uniform(-bound, bound, size=shape).astype(np.float32)
 
 
-def he_normal(shape: tuple[int, ...], fan_in: int) -> np.ndarray:
+def he_normal(shape: tuple[int, ...], fan_in: int, fan_out: int = 0) -> np.ndarray:
     """He/Kaiming normal: N(0, 2 / fan_in)."""
     return (_host.standard_normal(shape) * math.sqrt(2.0 / fan_in)).astype(np.float32)
 
@@ -46,13 +50,13 @@ def glorot_normal(shape: tuple[int, ...], fan_in: int, fan_out: int) -> np.ndarr
     return (_host.standard_normal(shape) * math.sqrt(2.0 / (fan_in + fan_out))).astype(np.float32)
 
 
-def bias_uniform(shape: tuple[int, ...], fan_in: int) -> np.ndarray:
+def bias_uniform(shape: tuple[int, ...], fan_in: int, fan_out: int = 0) -> np.ndarray:
     """PyTorch's default bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
     bound = 1.0 / math.sqrt(fan_in)
     return _host.uniform(-bound, bound, size=shape).astype(np.float32)
 
 
-INITIALISERS = {
+INITIALISERS: dict[str, Initialiser] = {
     "he_uniform": he_uniform,
     "he_normal": he_normal,
     "glorot_uniform": glorot_uniform,
@@ -65,13 +69,23 @@ def zeros(shape: tuple[int, ...]) -> np.ndarray:
     return np.zeros(shape, dtype=np.float32)
 
 
-def draw(name: str, shape: tuple[int, ...], fan_in: int, fan_out: int) -> np.ndarray:
-    """Initial weights of ``shape`` by initialiser ``name`` (see INITIALISERS)."""
-    if name not in INITIALISERS:
-        raise ValueError(f"unknown initialiser {name!r}; choose one of {sorted(INITIALISERS)}")
-    if name.startswith("he"):
-        return INITIALISERS[name](shape, fan_in)
-    return INITIALISERS[name](shape, fan_in, fan_out)
+def draw(
+    initialiser: Initialiser | str, shape: tuple[int, ...], fan_in: int, fan_out: int
+) -> np.ndarray:
+    """Initial weights of ``shape``: ``initialiser`` is a name in INITIALISERS or a callable
+    ``(shape, fan_in, fan_out)``."""
+    if isinstance(initialiser, str):
+        if initialiser not in INITIALISERS:
+            raise ValueError(
+                f"unknown initialiser {initialiser!r}; choose one of {sorted(INITIALISERS)} "
+                "or pass a callable (shape, fan_in, fan_out)"
+            )
+        initialiser = INITIALISERS[initialiser]
+    elif not callable(initialiser):
+        raise TypeError(
+            f"an initialiser is a name or a callable (shape, fan_in, fan_out), got {initialiser!r}"
+        )
+    return initialiser(shape, fan_in, fan_out)
 
 
 def standard_normal(shape: tuple[int, ...], seed: int) -> np.ndarray:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-import array_api_compat
+from nnx.backend import Backend, OwnerCache
+from nnx.backend.ops import Ops
 
 REDUCTIONS = ("mean", "sum")
 
@@ -17,17 +19,27 @@ class Loss:
             raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
         self.reduction = reduction
         self._grad: Any = None
-        self._xp: Any = None
-        self._xp_type: type | None = None
+        self.backend: Backend | None = None
+        self.ops: Ops | None = None
+        self._owner = OwnerCache()
         self._count_shape: Any = None
         self._count = 1
 
     def namespace(self, pred: Any) -> Any:
-        """The array namespace of ``pred`` (looked up once per array type)."""
-        if type(pred) is not self._xp_type:
-            self._xp = array_api_compat.array_namespace(pred)
-            self._xp_type = type(pred)
-        return self._xp
+        """The namespace of the backend owning ``pred``; binds ``self.backend``/``self.ops``.
+
+        Losses find their backend the way optimizers do (``nnx.backend.OwnerCache``),
+        since a loss holds no arrays of its own.
+        """
+        backend = self._owner.of(pred)
+        if backend is None:
+            raise TypeError(
+                f"{type(self).__name__} expects predictions on a started nnx backend, got "
+                f"{type(pred).__name__}; convert them with nnx.asarray(x)"
+            )
+        if backend is not self.backend:
+            self.backend, self.ops = backend, backend.ops
+        return backend.xp
 
     def __call__(self, pred: Any, target: Any) -> Any:
         return self.forward(pred, target)
@@ -48,7 +60,7 @@ class Loss:
         if self.reduction != "mean":
             return 1
         if x.shape != self._count_shape:
-            self._count = array_api_compat.size(x)  # torch: .size is a method
+            self._count = math.prod(x.shape)
             self._count_shape = x.shape
         return self._count
 
@@ -105,7 +117,6 @@ class CrossEntropyLoss(Loss):
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.label_smoothing = label_smoothing
         self._classes: Any = None
-        self._ones: Any = None  # (C, 1) ones: row sums as one product
         self._label_dtype: Any = None  # last label dtype that passed the check
 
     def forward(self, pred: Any, target: Any) -> Any:
@@ -125,7 +136,7 @@ class CrossEntropyLoss(Loss):
         n, c = pred.shape
         shifted = pred - xp.max(pred, axis=1, keepdims=True)
         exp = xp.exp(shifted)
-        total = exp @ self._ones_column(xp, c, pred)  # (N, 1) row sums, one BLAS call
+        total = self.ops.sum_axis1(exp, keepdims=True)  # (N, 1)
         onehot = self._onehot(xp, target, c, pred)
         eps = self.label_smoothing
         if eps:
@@ -139,17 +150,6 @@ class CrossEntropyLoss(Loss):
         # -sum(onehot * log_softmax) with log_softmax = shifted - log(total) and every row
         # of onehot summing to 1 (smoothed too): sum(log(total)) - sum(onehot * shifted)
         return (xp.sum(xp.log(total)) - xp.sum(onehot * shifted)) * scale
-
-    def _ones_column(self, xp: Any, c: int, like: Any) -> Any:
-        ones = self._ones
-        if (
-            ones is None
-            or ones.shape[0] != c
-            or ones.dtype != like.dtype
-            or (ones.device != like.device)
-        ):
-            ones = self._ones = xp.ones((c, 1), dtype=like.dtype, device=like.device)
-        return ones
 
     def _onehot(self, xp: Any, target: Any, c: int, like: Any) -> Any:
         classes = self._classes

@@ -12,10 +12,8 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-import array_api_compat
-
-from nnx.backend import to_numpy
-from nnx.layers.base import Parameter
+from nnx.backend import Backend, BackendError, OwnerCache, backend_of, describe, to_numpy
+from nnx.parameter import Parameter
 
 
 class Optimizer:
@@ -33,6 +31,14 @@ class Optimizer:
         self.lr = float(lr)
         self.steps = 0
         self._cache: dict[Any, tuple[Any, ...]] = {}  # see _constants
+        self._owner = OwnerCache()
+
+    def backend(self, p: Parameter) -> Backend:
+        """The backend owning ``p`` (its ``xp`` and ``ops``), found as losses find theirs."""
+        backend = self._owner.of(p.value)
+        if backend is None:
+            raise BackendError(f"no started nnx backend owns {p!r}, an {describe(p.value)}")
+        return backend
 
     def zero_grad(self) -> None:
         """Forget accumulated gradients."""
@@ -62,8 +68,9 @@ class Optimizer:
 
         An array-with-array operation skips the conversion of a Python scalar that
         every ``array * 0.9`` pays (on NumPy it costs as much as a small operation
-        itself). Only for constant hyper-parameters: a value that changes every
-        step would cost a host-to-device copy per step on a GPU.
+        itself). Every optimizer passes its constant hyper-parameters (momentum,
+        betas, alpha, weight decay) through here; not the learning rate or Adam's
+        per-step bias corrections, which change (a host-to-device copy each time on a GPU).
         """
         x = p.value
         try:
@@ -74,7 +81,7 @@ class Optimizer:
         if hit is None:
             if len(self._cache) > 32:  # hyper-parameters changed many times: start over
                 self._cache.clear()
-            xp = array_api_compat.array_namespace(x)
+            xp = self.backend(p).xp
             hit = self._cache[key] = tuple(
                 xp.asarray(v, dtype=x.dtype, device=x.device) for v in values
             )
@@ -102,8 +109,6 @@ class Optimizer:
             raise ValueError(
                 f"state has {len(state['state'])} parameters, this optimizer {len(self.params)}"
             )
-        from nnx.backend import backend_of
-
         for p, saved in zip(self.params, state["state"], strict=True):
             backend = backend_of(p.value)
             p.state = {}
@@ -145,7 +150,8 @@ class SGD(Optimizer):
 
     def update(self, p: Parameter, g: Any) -> None:
         if self.weight_decay:
-            g = g + self.weight_decay * p.value
+            (decay,) = self._constants(p, (self.weight_decay,))
+            g = g + decay * p.value
         momentum = self.momentum
         if momentum:
             state = p.state
@@ -154,9 +160,7 @@ class SGD(Optimizer):
                 buf = state["momentum"] = g * 1.0  # a copy: g may be aliased by p.grad
             else:
                 (mu,) = self._constants(p, (momentum,))
-                buf *= mu
-                buf += g
-                state["momentum"] = buf
+                buf = state["momentum"] = self.backend(p).ops.momentum_update(buf, g, mu)
             g = g + momentum * buf if self.nesterov else buf
         p.value -= self.lr * g
 
@@ -202,7 +206,8 @@ class Adam(Optimizer):
             if self.decoupled:
                 p.value -= (self.lr * self.weight_decay) * p.value
             else:
-                g = g + self.weight_decay * p.value
+                (decay,) = self._constants(p, (self.weight_decay,))
+                g = g + decay * p.value
         b1, c1, b2, c2 = self._constants(p, self._hyper)
         state = p.state
         m, v = state.get("m"), state.get("v")
@@ -262,7 +267,8 @@ class RMSprop(Optimizer):
 
     def update(self, p: Parameter, g: Any) -> None:
         if self.weight_decay:
-            g = g + self.weight_decay * p.value
+            (decay,) = self._constants(p, (self.weight_decay,))
+            g = g + decay * p.value
         alpha, rest = self._constants(p, (self.alpha, 1.0 - self.alpha))
         v = self._state(p, "square_avg")
         v *= alpha
@@ -271,10 +277,9 @@ class RMSprop(Optimizer):
         denom = v**0.5
         denom += self.eps
         if self.momentum:
+            (mu,) = self._constants(p, (self.momentum,))
             buf = self._state(p, "momentum")
-            buf *= self.momentum
-            buf += g / denom
-            p.state["momentum"] = buf
+            buf = p.state["momentum"] = self.backend(p).ops.momentum_update(buf, g / denom, mu)
             p.value -= self.lr * buf
         else:
             p.value -= self.lr * (g / denom)

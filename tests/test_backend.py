@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import types
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 
 import nnx
-from nnx import backend as nb
+from nnx.backend import NumpyBackend, context
+from nnx.backend import registry as nb
 
 
 def test_backends_lists_known_with_reasons():
@@ -36,11 +38,11 @@ def test_backends_lists_known_with_reasons():
     ],
 )
 def test_device_specs(spec, expected):
-    assert nb._parse(spec) == expected
+    assert nb.parse_spec(spec) == expected
 
 
 def test_selection_order(monkeypatch):
-    monkeypatch.setattr(nb, "_default", None)
+    monkeypatch.setattr(context, "_default", None)
     monkeypatch.delenv("NNX_BACKEND", raising=False)
     assert nnx.current().name == "numpy"
     monkeypatch.setenv("NNX_BACKEND", "array_api_strict:device2")
@@ -61,6 +63,8 @@ def test_selection_order(monkeypatch):
 def test_env_variable_in_a_fresh_process():
     code = "import nnx; print(nnx.current().spec)"
     env = {"NNX_BACKEND": "array_api_strict:device1", "PATH": ""}
+    if "PYTHONPATH" in os.environ:  # this tree's nnx and plugins, not an installed copy
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "array_api_strict:device1", out.stderr
 
@@ -119,7 +123,7 @@ def test_wrong_input_width_names_layer_and_shapes(backend):
 
 
 def test_register_backend_by_hand():
-    class Float64Numpy(nb.NumpyBackend):
+    class Float64Numpy(NumpyBackend):
         name = "numpy64"
 
     nnx.register_backend("numpy64", Float64Numpy)
@@ -158,3 +162,86 @@ def test_asarray_defaults(backend):
     assert backend.owns(x) and str(nnx.to_numpy(x).dtype) == "float32"
     labels = nnx.asarray(np.array([1, 2]))
     assert str(nnx.to_numpy(labels).dtype) == "int64"
+
+
+SEEDED_RUN = """
+import numpy as np
+import nnx
+nnx.manual_seed(0)  # before any backend exists, as in the README's tour
+model = nnx.Sequential(nnx.Linear(8, 16), nnx.ReLU(), nnx.Dropout(0.5), nnx.Linear(16, 3))
+x = nnx.asarray(np.ones((32, 8), np.float32))
+y = nnx.asarray(np.arange(32) % 3)
+loss_fn = nnx.CrossEntropyLoss()
+opt = nnx.optim.SGD(model.parameters(), lr=0.1)
+for _ in range(3):
+    opt.zero_grad()
+    loss = loss_fn(model(x), y)
+    model.backward(loss_fn.backward())
+    opt.step()
+    print(repr(float(nnx.to_numpy(loss))))
+"""
+
+
+def test_manual_seed_before_any_backend_makes_fresh_processes_agree():
+    """nnx.manual_seed seeds the generators of backends started after it (dropout masks)."""
+
+    def run() -> str:
+        out = subprocess.run(
+            [sys.executable, "-c", SEEDED_RUN], capture_output=True, text=True, env=os.environ
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    first, second = run(), run()
+    assert len(first.split()) == 3
+    assert first == second
+
+
+def test_manual_seed_also_seeds_backends_started_later():
+    nnx.manual_seed(5)
+    nb._instances.pop(("numpy64b", ""), None)
+
+    class Later(NumpyBackend):
+        name = "numpy64b"
+
+    nnx.register_backend("numpy64b", Later)
+    try:
+        draws = nnx.to_numpy(nnx.get_backend("numpy64b").generator.uniform((5,)))
+        np.testing.assert_array_equal(draws, np.random.default_rng(5).random(5, dtype=np.float32))
+    finally:
+        nb._factories.pop("numpy64b")
+        nb._sources.pop("numpy64b")
+        nb._instances.pop(("numpy64b", ""), None)
+
+
+def test_discovery_is_thread_safe(monkeypatch):
+    """Two threads asking for a plugin the first time both get it (no spurious 'unknown')."""
+    import threading
+    import time
+
+    class SlowEntryPoint:
+        name, value = "slowplugin", "tests:SlowPlugin"
+
+        def load(self):
+            time.sleep(0.3)  # a plugin importing a big library
+            return type("SlowPlugin", (NumpyBackend,), {"name": "slowplugin"})
+
+    for attr in ("_factories", "_sources", "_instances"):
+        monkeypatch.setattr(nb, attr, dict(getattr(nb, attr)))
+    monkeypatch.setattr(nb, "_discovered", False)
+    monkeypatch.setattr(nb.metadata, "entry_points", lambda group: [SlowEntryPoint()])
+    results: list[object] = []
+
+    def ask() -> None:
+        try:
+            results.append(nnx.get_backend("slowplugin").name)
+        except Exception as err:
+            results.append(err)
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)
+    for t in threads:
+        t.join()
+    assert results == ["slowplugin", "slowplugin"]

@@ -11,7 +11,8 @@ import pytest
 from helpers import dtype_name, host
 
 import nnx
-from nnx.layers import conv as conv_module
+from nnx import window
+from nnx.backend import Ops
 
 RNG = np.random.default_rng(1234)
 
@@ -69,45 +70,8 @@ def batchnorm_ref(x, gamma, beta, eps, axes):
 # -- gradients -------------------------------------------------------------------------------
 
 
-def _batch_outer(layer: nnx.Conv2d) -> nnx.Conv2d:
-    layer.batch_layout = "outer"  # the window layout used for wide outputs
-    return layer
-
-
-GRADCHECK_CASES = {
-    "conv_stride2_pad1": (lambda: nnx.Conv2d(2, 3, 3, stride=2, padding=1), (2, 2, 5, 4)),
-    "conv_rect_nobias": (lambda: nnx.Conv2d(1, 2, (2, 3), bias=False), (2, 1, 4, 5)),
-    "conv_stride_pad_pairs": (
-        lambda: nnx.Conv2d(2, 2, 2, stride=(1, 2), padding=(0, 1)),
-        (1, 2, 3, 4),
-    ),
-    "conv_batch_outer": (
-        lambda: _batch_outer(nnx.Conv2d(2, 2, 3, stride=2, padding=1)),
-        (2, 2, 4, 5),
-    ),
-    "maxpool2": (lambda: nnx.MaxPool2d(2), (2, 2, 5, 4)),
-    "maxpool3_s2_p1": (lambda: nnx.MaxPool2d(3, stride=2, padding=1), (2, 2, 5, 4)),
-    "avgpool2": (lambda: nnx.AvgPool2d(2), (2, 2, 5, 4)),
-    "avgpool3_s2_p1": (lambda: nnx.AvgPool2d(3, stride=2, padding=1), (2, 2, 5, 4)),
-    "batchnorm2d": (lambda: nnx.BatchNorm2d(2), (3, 2, 3, 2)),
-    "batchnorm2d_noaffine": (lambda: nnx.BatchNorm2d(2, affine=False), (3, 2, 2, 2)),
-    "batchnorm1d": (lambda: nnx.BatchNorm1d(3), (5, 3)),
-    "batchnorm1d_ncl": (lambda: nnx.BatchNorm1d(2), (3, 2, 4)),
-    "dropout": (lambda: nnx.Dropout(0.4), (3, 2, 2, 3)),
-    "flatten": (lambda: nnx.Flatten(), (2, 2, 3, 2)),
-}
-
-
-@pytest.mark.parametrize("case", list(GRADCHECK_CASES))
-def test_gradcheck(backend, case):
-    make, shape = GRADCHECK_CASES[case]
-    layer = make()
-    # distinct values (no ties) so the max is differentiable at the check point
-    x = RNG.permutation(np.arange(np.prod(shape), dtype=np.float64)).reshape(shape) / 7.0 - 1.0
-    if case.startswith(("batchnorm", "dropout", "conv", "flatten")):
-        x = np.random.default_rng(3).standard_normal(shape)
-    result = nnx.gradcheck(layer, x)
-    assert result.ok, str(result)
+# gradient checks of every Conv2d/pool/BatchNorm example: tests/test_layers.py, over the one
+# table in nnx.testing.examples
 
 
 def test_gradcheck_small_cnn(backend):
@@ -415,27 +379,27 @@ def test_backward_without_forward_and_eval_keeps_nothing(backend, make):
 )
 @pytest.mark.parametrize("batch_last", [True, False])
 def test_numpy_im2col_fast_path_matches_portable(shape, kernel, stride, padding, batch_last):
-    fast = nnx.get_backend("numpy")
+    fast = nnx.get_backend("numpy").ops
     xp = fast.xp
     rng = np.random.default_rng(11)
     x = rng.standard_normal(shape).astype(np.float32)
     args = (kernel, stride, padding, batch_last)
     cols_fast = fast.im2col(x, *args)
-    cols_portable = conv_module.im2col(xp, x, *args)
+    cols_portable = window.im2col(xp, x, *args)
     np.testing.assert_array_equal(cols_fast, cols_portable)
     # a non-contiguous input (what a conv hands on) gives the same windows
     xt = np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
     np.testing.assert_array_equal(fast.im2col(xt, *args), cols_portable)
     c = rng.standard_normal(cols_fast.shape).astype(np.float32)
     back_fast = fast.col2im(c, shape, *args)
-    back_portable = conv_module.col2im(xp, c, shape, *args)
+    back_portable = window.col2im(xp, c, shape, *args)
     np.testing.assert_allclose(back_fast, back_portable, rtol=1e-6, atol=1e-6)
     # the fused col2im(wt @ dy) of the conv backward agrees with the two-step spelling
     wt = rng.standard_normal((cols_fast.shape[0], 3)).astype(np.float32)
     dy = rng.standard_normal((3, cols_fast.shape[1])).astype(np.float32)
     np.testing.assert_allclose(
         fast.col2im_matmul(wt, dy, shape, *args),
-        conv_module.col2im(xp, wt @ dy, shape, *args),
+        window.col2im(xp, wt @ dy, shape, *args),
         rtol=1e-4,
         atol=1e-4,
     )
@@ -449,22 +413,20 @@ def test_numpy_im2col_fast_path_matches_portable(shape, kernel, stride, padding,
 def test_numpy_transpose2d(shape):
     """The staged transpose (rows a multiple of 2 KiB apart) is still just the transpose."""
     a = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
-    t = nnx.get_backend("numpy").transpose2d(a)
+    t = nnx.get_backend("numpy").ops.transpose2d(a)
     assert t.flags.c_contiguous
     np.testing.assert_array_equal(t, a.T)
 
 
 @pytest.mark.parametrize("layout", ["outer", "inner"])
 def test_conv_portable_path_used_without_fast_path(backend, monkeypatch, layout):
-    """Layers fall back to the portable spelling on a backend without im2col."""
+    """The portable Ops defaults give what the backend's own ops give."""
     layer = nnx.Conv2d(2, 2, 3, padding=1)
     layer.batch_layout = layout
     x = nnx.asarray(data(2, 2, 5, 5))
     y_default = host(layer(x))
     dx_default = host(layer.backward(nnx.asarray(np.ones((2, 2, 5, 5), np.float32))))
-    for name in ("im2col", "col2im", "col2im_matmul", "transpose2d"):
-        if hasattr(type(backend), name):
-            monkeypatch.setattr(type(backend), name, None)
+    layer.ops = Ops(backend.xp, backend.device)
     layer.zero_grad()
     np.testing.assert_allclose(host(layer(x)), y_default, rtol=1e-5, atol=1e-6)
     dx = layer.backward(nnx.asarray(np.ones((2, 2, 5, 5), np.float32)))

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 import nnx
-from nnx import backend as registry
-from nnx.backend import Generator, NumpyBackend
+from nnx.backend import HostGenerator, NumpyBackend, NumpyOps, registry
 from nnx.testing import (
     ConformanceReport,
     assert_conformant,
@@ -30,21 +29,31 @@ def test_conformance(backend, check):
 
 def test_example_tables_cover_every_layer_loss_and_optimizer():
     assert missing_examples() == [], (
-        "add these to the example tables in nnx/testing.py so the kit checks them"
+        "add these to the example tables in nnx/testing/examples.py so the kit checks them"
     )
 
 
-def test_fast_path_list_covers_every_backend_hook_core_code_looks_up():
+def test_the_kit_has_cases_for_every_kernel_of_ops():
+    """A kernel added to Ops without cases in nnx.testing.checks_ops would go unchecked."""
+    from nnx.backend import Ops
+    from nnx.testing.checks_ops import _cases, kernel_names
+
+    backend = nnx.get_backend("numpy")
+    ref = Ops(backend.xp, backend.device)
+    assert "im2col" in kernel_names() and "sum_axis0" in kernel_names()
+    for name in kernel_names():
+        assert list(_cases(name, backend, ref)), name
+
+
+def test_no_kernel_is_looked_up_by_name_in_core_code():
     import pathlib
     import re
 
-    from nnx.testing import FAST_PATHS
-
     root = pathlib.Path(nnx.__file__).parent
-    hooks = set()
-    for path in root.rglob("*.py"):
-        hooks |= set(re.findall(r"getattr\(\s*self\.backend,\s*\"(\w+)\"", path.read_text()))
-    assert hooks <= set(FAST_PATHS), f"add {sorted(hooks - set(FAST_PATHS))} to FAST_PATHS"
+    for sub in ("layers", "losses.py", "optim.py"):
+        for path in (root / sub).rglob("*.py") if (root / sub).is_dir() else [root / sub]:
+            found = re.findall(r"getattr\(\s*self\.(?:backend|ops)", path.read_text())
+            assert not found, f"{path} looks a kernel up by name"
 
 
 def test_checks_cover_the_contract():
@@ -67,7 +76,7 @@ class SeedlessRng(NumpyBackend):
     name = "broken_rng"
 
     def rng(self, seed):
-        return Generator(self, None)
+        return HostGenerator(self, None)
 
 
 class Float64Leak(NumpyBackend):
@@ -82,13 +91,18 @@ class Float64Leak(NumpyBackend):
         return np.asarray(host, dtype=self.dtype(dtype))
 
 
-class SloppyFastPath(NumpyBackend):
+class SloppyOps(NumpyOps):
     """Broken: its fused conv-backward kernel is 0.1% off the portable code."""
-
-    name = "broken_fast_path"
 
     def col2im_matmul(self, wt, dy, *args):
         return super().col2im_matmul(wt, dy, *args) * 1.001
+
+
+class SloppyFastPath(NumpyBackend):
+    """Broken: its Ops override a kernel badly."""
+
+    name = "broken_fast_path"
+    ops_class = SloppyOps
 
 
 def _stray_device():
@@ -151,12 +165,10 @@ def test_kit_names_arrays_on_the_wrong_device(register):
 
 
 def test_kit_names_a_fast_path_that_disagrees_with_the_portable_code(register):
-    if not callable(getattr(NumpyBackend, "col2im_matmul", None)):
-        pytest.skip("the numpy backend has no col2im_matmul fast path to break")
     register("broken_fast_path", SloppyFastPath)
-    report = check_backend("broken_fast_path", only=["fast_paths", "gradcheck:Conv2d"])
-    assert sorted(report.failed) == ["fast_paths", "gradcheck:Conv2d"]
-    assert report["fast_paths"].message.startswith("col2im_matmul(")
+    report = check_backend("broken_fast_path", only=["ops", "gradcheck:Conv2d"])
+    assert sorted(report.failed) == ["gradcheck:Conv2d", "ops"]
+    assert report["ops"].message.startswith("col2im_matmul(")
 
 
 def test_a_backend_that_does_not_start_fails_available_and_skips_the_rest():

@@ -57,3 +57,13 @@ def test_listing_backends_imports_no_heavy_library():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_backends_prints_as_a_table_of_named_rows():
+    rows = nnx.backends()
+    assert isinstance(rows, list) and all(isinstance(r, nnx.backend.BackendInfo) for r in rows)
+    lines = repr(rows).splitlines()
+    assert [line.split()[0] for line in lines] == [r.name for r in rows]
+    for row, line in zip(rows, lines, strict=True):
+        assert ("unavailable: " + row.reason in line) if not row.available else "available" in line
+        assert repr(row).startswith(f"<backend {row.name}: ")

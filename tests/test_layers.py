@@ -7,25 +7,21 @@ import pytest
 from helpers import dtype_name, host
 
 import nnx
-
-ACTIVATIONS = [
-    nnx.ReLU,
-    lambda: nnx.LeakyReLU(0.1),
-    nnx.Sigmoid,
-    nnx.Tanh,
-    nnx.GELU,
-    nnx.Softmax,
-    nnx.Identity,
-]
+from nnx.testing.examples import layer_example, layer_example_ids
 
 
-@pytest.mark.parametrize("make", [lambda: nnx.Linear(3, 4), *ACTIVATIONS])
-def test_gradcheck_core_layers(backend, make):
-    layer = make()
-    x = np.random.default_rng(1).standard_normal((5, 3))
+@pytest.mark.parametrize("example", layer_example_ids())
+def test_gradcheck_every_layer_example(backend, example):
+    """Every row of nnx.testing's one example table, with distinct input values (no ties)."""
+    make, shape = layer_example(example)
+    layer = make(nnx.layers)
+    rng = np.random.default_rng(1)
+    x = rng.permutation(np.arange(np.prod(shape), dtype=np.float64)).reshape(shape) / 7.0 - 1.0
+    if not example.startswith(("MaxPool", "AvgPool")):
+        x = rng.standard_normal(shape)
     result = nnx.gradcheck(layer, x)
     assert result.ok, str(result)
-    assert result.max_error < 1e-6
+    assert result.max_error < 1e-5
 
 
 def test_gradcheck_mlp(backend):
@@ -95,7 +91,7 @@ def test_eval_mode_keeps_nothing(backend):
     model = nnx.Sequential(nnx.Linear(2, 3), nnx.Tanh())
     model.eval()
     model(nnx.asarray(np.ones((4, 2), np.float32)))
-    assert model[0]._x is None and model[1]._y is None
+    assert model[0]._saved is None and model[1]._saved is None
     model.train()
     assert model[0].training and model[1].training
 

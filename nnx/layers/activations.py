@@ -11,26 +11,14 @@ from nnx.layers.base import Layer
 class Activation(Layer):
     """An elementwise function; subclasses define ``fn`` and ``grad`` (from x and y)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._x: Any = None
-        self._y: Any = None
-
     def forward(self, x: Any) -> Any:
         y = self.fn(x)
-        if self.training:
-            self._x, self._y = x, y
-        else:
-            self._x = self._y = None
+        self.save_for_backward(x, y)
         return y
 
     def backward(self, dy: Any) -> Any:
-        if self._y is None:
-            raise self._no_forward()
-        return self.grad(dy, self._x, self._y)
-
-    def clear(self) -> None:
-        self._x = self._y = None
+        x, y = self.saved()
+        return self.grad(dy, x, y)
 
     def fn(self, x: Any) -> Any:
         """The function itself."""
@@ -58,9 +46,7 @@ class ReLU(Activation):
         return self.xp.maximum(x, 0.0)
 
     def grad(self, dy: Any, x: Any, y: Any) -> Any:
-        # A 0/1 mask multiplied in: 3-4x faster than where() on NumPy. The one difference:
-        # a NaN/inf in dy at an inactive unit gives NaN here, where() would drop it.
-        return dy * self.xp.astype(y > 0, dy.dtype)
+        return self.ops.relu_backward(dy, y)
 
 
 class LeakyReLU(Activation):

@@ -7,10 +7,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
-from nnx.backend import Backend, current, describe, get_backend, spec_of, to_numpy
+from nnx.backend import Backend, current, describe, get_backend, move, spec_of, to_numpy
+from nnx.parameter import Parameter
+
+__all__ = ["Layer", "Parameter", "Sequential", "dtype_name"]
 
 FLOAT_DTYPES = ("float16", "float32", "float64")
 
@@ -23,56 +27,17 @@ def dtype_name(xp: Any, dtype: Any) -> str:
     return str(dtype)
 
 
-class Parameter:
-    """A trainable array: ``value``, its accumulated ``grad``, a name and optimizer ``state``."""
-
-    __slots__ = ("value", "grad", "name", "state")
-
-    def __init__(self, value: Any, name: str = "") -> None:
-        self.value = value
-        self.grad: Any = None
-        self.name = name
-        self.state: dict[str, Any] = {}  # optimizer state lives (and moves) with the parameter
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """Shape of the value."""
-        return tuple(self.value.shape)
-
-    def accumulate(self, grad: Any) -> None:
-        """Add ``grad`` into ``self.grad`` (the first call takes ``grad`` itself, no copy)."""
-        if self.grad is None:
-            self.grad = grad
-        else:
-            self.grad += grad  # in place where writeable, a rebind where immutable
-
-    def to(self, backend: Backend, dtype: str | None = None) -> None:
-        """Move value, grad and optimizer state to ``backend`` (optionally casting floats)."""
-
-        def move(x: Any) -> Any:
-            if x is None or not hasattr(x, "shape"):
-                return x
-            src = to_numpy(x)
-            name = dtype if dtype and src.dtype.kind == "f" else src.dtype.name
-            return backend.asarray(src, name)
-
-        self.value = move(self.value)
-        self.grad = move(self.grad)
-        self.state = {k: move(v) for k, v in self.state.items()}
-
-    def __repr__(self) -> str:
-        return f"Parameter({self.name or '?'}, shape={self.shape})"
-
-
 class Layer:
     """Base class: explicit forward/backward, train/eval, parameters, devices, state."""
 
     def __init__(self) -> None:
         self.backend = current()
         self.xp = self.backend.xp  # cached: no namespace lookup per call
+        self.ops = self.backend.ops  # the backend's kernel table, cached likewise
         self.training = True
         self.requires_input_grad = True
         self._buffers: list[str] = []
+        self._saved: tuple[Any, ...] | None = None
 
     # -- running ------------------------------------------------------------------
     def __call__(self, x: Any) -> Any:
@@ -99,6 +64,22 @@ class Layer:
             f"{describe(x)}. Move the model with model.to({spec_of(x)!r}) or the data with "
             f"nnx.asarray(x, device={self.backend.spec!r})"
         )
+
+    # -- what forward keeps for backward ----------------------------------------------
+    def save_for_backward(self, *values: Any) -> None:
+        """Keep ``values`` for :meth:`backward` in training mode; keep nothing in eval mode."""
+        self._saved = values if self.training else None
+
+    def saved(self) -> tuple[Any, ...]:
+        """What the last forward kept, or the no-forward error (eval mode or no forward yet)."""
+        saved = self._saved
+        if saved is None:
+            raise self._no_forward()
+        return saved
+
+    def clear(self) -> None:
+        """Drop what the last forward kept for backward."""
+        self._saved = None
 
     def _no_forward(self) -> RuntimeError:
         if not self.training:
@@ -169,17 +150,13 @@ class Layer:
         for p in self.parameters():
             p.to(backend, dtype)
         for _, owner, attr in self.named_buffers():
-            host = to_numpy(getattr(owner, attr))
-            cast = dtype if dtype and host.dtype.kind == "f" else host.dtype.name
-            setattr(owner, attr, backend.asarray(host, cast))
+            setattr(owner, attr, move(getattr(owner, attr), backend, dtype, keep_floats=True))
         for layer in self.layers():
             layer.backend = backend
             layer.xp = backend.xp
+            layer.ops = backend.ops
             layer.clear()
         return self
-
-    def clear(self) -> None:
-        """Drop what the last forward kept for backward."""
 
     @property
     def dtype(self) -> str:
@@ -257,9 +234,9 @@ class Layer:
         kids = [child for _, child in self.children()] or [self]
         for child in kids:
             shape = child.output_shape(shape)
-            count = sum(_size(p.shape) for p in child.parameters())
+            count = sum(math.prod(p.shape) for p in child.parameters())
             rows.append((child.label(), str(shape), f"{count:,}"))
-        total = sum(_size(p.shape) for p in self.parameters())
+        total = sum(math.prod(p.shape) for p in self.parameters())
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         rule = "-" * (sum(widths) + 4)
         out = [rule]
@@ -269,13 +246,6 @@ class Layer:
                 out.append(rule)
         out += [rule, f"Total params: {total:,} ({self.dtype}, {self.backend.spec})"]
         return "\n".join(out)
-
-
-def _size(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 class Sequential(Layer):
@@ -288,25 +258,25 @@ class Sequential(Layer):
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise TypeError(f"Sequential item {i} is a {type(layer).__name__}, not a Layer")
-        self.layers_ = list(layers)
+        self._sequence = list(layers)
         self._backward_from = 0
-        self._backward_layers = self.layers_[::-1]
+        self._backward_layers = self._sequence[::-1]
 
     def children(self) -> Iterator[tuple[str, Layer]]:
-        for i, layer in enumerate(self.layers_):
+        for i, layer in enumerate(self._sequence):
             yield str(i), layer
 
     def __getitem__(self, index: int) -> Layer:
-        return self.layers_[index]
+        return self._sequence[index]
 
     def __len__(self) -> int:
-        return len(self.layers_)
+        return len(self._sequence)
 
     def __iter__(self) -> Iterator[Layer]:
-        return iter(self.layers_)
+        return iter(self._sequence)
 
     def forward(self, x: Any) -> Any:
-        for layer in self.layers_:
+        for layer in self._sequence:
             x = layer.forward(x)
         return x
 
@@ -323,7 +293,7 @@ class Sequential(Layer):
     @requires_input_grad.setter
     def requires_input_grad(self, value: bool) -> None:
         self._requires_input_grad = value
-        layers = getattr(self, "layers_", [])
+        layers = getattr(self, "_sequence", [])
         for layer in layers:
             layer.requires_input_grad = True
         start = 0
@@ -336,6 +306,6 @@ class Sequential(Layer):
 
     def add(self, layer: Layer) -> Sequential:
         """Append a layer (Keras style)."""
-        self.layers_.append(layer)
+        self._sequence.append(layer)
         self.requires_input_grad = self._requires_input_grad
         return self

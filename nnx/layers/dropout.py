@@ -21,31 +21,25 @@ class Dropout(Layer):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"Dropout probability p must be in [0, 1), got {p}")
         self.p = float(p)
-        self._mask: Any = None
 
     def forward(self, x: Any) -> Any:
         if not self.training:
-            self._mask = None
+            self.clear()
             return x
         if self.p == 0.0:
-            self._mask = _IDENTITY
+            self.save_for_backward(_IDENTITY)
             return x
         xp = self.xp
         u = self.backend.generator.uniform(tuple(x.shape), x.dtype)
         mask = xp.astype(u >= self.p, x.dtype) * (1.0 / (1.0 - self.p))
-        self._mask = mask
+        self.save_for_backward(mask)
         return x * mask
 
     def backward(self, dy: Any) -> Any:
-        mask = self._mask
-        if mask is None:
-            raise self._no_forward()
+        (mask,) = self.saved()
         if not self.requires_input_grad:
             return None
         return dy if mask is _IDENTITY else dy * mask
-
-    def clear(self) -> None:
-        self._mask = None
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

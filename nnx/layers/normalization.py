@@ -9,6 +9,7 @@ buffers: saved by ``state_dict`` and moved by ``to()``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from nnx import init
@@ -40,8 +41,6 @@ class _BatchNorm(Layer):
         self.running_mean = self.backend.asarray(zeros)
         self.running_var = self.backend.asarray(zeros + 1.0)
         self._buffers = ["running_mean", "running_var"]
-        self._xhat: Any = None
-        self._inv_std: Any = None
 
     def _axes(self, x: Any) -> tuple[int, ...]:
         if x.ndim not in self.ndims or x.shape[1] != self.num_features:
@@ -75,11 +74,11 @@ class _BatchNorm(Layer):
             unbiased = xp.reshape(var, (-1,)) * (count / (count - 1))
             self.running_var = (1.0 - m) * self.running_var + m * unbiased
             xhat = centred * inv_std
-            self._xhat, self._inv_std = xhat, inv_std
+            self.save_for_backward(xhat, inv_std)
         else:
             inv_std = 1.0 / xp.sqrt(self._channel(self.running_var, x.ndim) + self.eps)
             xhat = (x - self._channel(self.running_mean, x.ndim)) * inv_std
-            self._xhat = self._inv_std = None
+            self.clear()
         if not self.affine:
             return xhat
         return xhat * self._channel(self.weight.value, x.ndim) + self._channel(
@@ -87,9 +86,7 @@ class _BatchNorm(Layer):
         )
 
     def backward(self, dy: Any) -> Any:
-        xhat = self._xhat
-        if xhat is None:
-            raise self._no_forward()
+        xhat, inv_std = self.saved()
         xp = self.xp
         axes = (0, *range(2, dy.ndim))
         sum_dy = xp.sum(dy, axis=axes, keepdims=True)
@@ -100,13 +97,10 @@ class _BatchNorm(Layer):
         if not self.requires_input_grad:
             return None
         count = _count(xhat.shape, axes)
-        scale = self._inv_std
+        scale = inv_std
         if self.affine:
             scale = scale * self._channel(self.weight.value, dy.ndim)
         return (dy - sum_dy / count - xhat * (sum_dy_xhat / count)) * scale
-
-    def clear(self) -> None:
-        self._xhat = self._inv_std = None
 
     def extra_repr(self) -> str:
         text = f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
@@ -114,10 +108,7 @@ class _BatchNorm(Layer):
 
 
 def _count(shape: tuple[int, ...], axes: tuple[int, ...]) -> int:
-    n = 1
-    for a in axes:
-        n *= shape[a]
-    return n
+    return math.prod(shape[a] for a in axes)
 
 
 class BatchNorm1d(_BatchNorm):

@@ -7,7 +7,7 @@ the pairwise maximum of the tiles, several times faster than a reshape and a
 max over two axes.  The tiles are de-interleaved into contiguous arrays once
 (one copy), because the elementwise work of the backward runs several times
 faster on contiguous arrays than on strided views.  Other shapes gather
-windows with the same im2col as Conv2d.  Max-pool backward routes each window's gradient to its
+windows with the backend's im2col, as Conv2d does.  Max-pool backward routes each window's gradient to its
 *first* maximum (row-major), as PyTorch does: with ties, such as the zero
 background of MNIST, exactly one input per window receives the gradient.
 """
@@ -18,16 +18,9 @@ import math
 from typing import Any
 
 from nnx.layers.base import Layer
-from nnx.layers.conv import (
-    Pair,
-    col2im,
-    from_nchw,
-    im2col,
-    pad_axis,
-    pair,
-    to_nchw,
-    window_output,
-)
+from nnx.window import Pair, pad_axis, pair, to_nchw, window_output
+
+__all__ = ["AvgPool2d", "MaxPool2d"]
 
 
 class _Pool2d(Layer):
@@ -50,36 +43,9 @@ class _Pool2d(Layer):
                 f"kernel size {self.kernel_size}"
             )
         self.tiles = self.stride == self.kernel_size and self.padding == (0, 0)
-        self._x: Any = None
-        self._y: Any = None
-        self._shape: tuple[int, ...] = ()
 
     def _out(self, x: Any) -> Pair:
         return window_output(self, x, self.kernel_size, self.stride, self.padding)
-
-    def _tiles(self, x: Any, oh: int, ow: int) -> Any:
-        """(kh*kw, N, C, OH, OW): the window elements de-interleaved, row-major window order.
-
-        One copy; afterwards every window position is a contiguous array, so the
-        elementwise work of forward and backward runs at full speed (strided
-        views such as x[:, :, 0::2, 0::2] are several times slower on NumPy).
-        """
-        xp = self.xp
-        (kh, kw), (n, c) = self.kernel_size, x.shape[:2]
-        if x.shape[2] != oh * kh or x.shape[3] != ow * kw:
-            x = x[:, :, : oh * kh, : ow * kw]  # floor mode drops the last rows/columns
-        x6 = xp.reshape(x, (n, c, oh, kh, ow, kw))
-        return xp.reshape(xp.permute_dims(x6, (3, 5, 0, 1, 2, 4)), (kh * kw, n, c, oh, ow))
-
-    def _untile(self, pieces: list[Any]) -> Any:
-        """Inverse of :meth:`_tiles`: put each (N, C, OH, OW) piece back in its window slot."""
-        xp = self.xp
-        kh, kw = self.kernel_size
-        n, c, h, w = self._shape
-        oh, ow = pieces[0].shape[2:]
-        rows = [xp.stack(pieces[i * kw : (i + 1) * kw], axis=4) for i in range(kh)]
-        dx = xp.reshape(xp.stack(rows, axis=3), (n, c, oh * kh, ow * kw))  # (N, C, OH, kh, OW, kw)
-        return pad_axis(xp, pad_axis(xp, dx, 2, 0, h - oh * kh), 3, 0, w - ow * kw)
 
     def _cols(self, x: Any, fill: float) -> Any:
         """im2col of ``x`` padded with ``fill``: (C, kh*kw, OH*OW*N)."""
@@ -90,24 +56,20 @@ class _Pool2d(Layer):
             padding = (0, 0)
         else:
             padding = self.padding
-        fast = getattr(self.backend, "im2col", None)
-        args = (self.kernel_size, self.stride, padding)
-        cols = fast(x, *args) if fast is not None else im2col(xp, x, *args)
+        cols = self.ops.im2col(x, self.kernel_size, self.stride, padding)
         c = x.shape[1]
         return xp.reshape(cols, (c, self.kernel_size[0] * self.kernel_size[1], -1))
 
-    def _uncols(self, dcols: Any, fill: float) -> Any:
-        """col2im of (C, kh*kw, OH*OW*N) window gradients back to the input's shape."""
+    def _uncols(self, dcols: Any, fill: float, input_shape: tuple[int, ...]) -> Any:
+        """col2im of (C, kh*kw, OH*OW*N) window gradients back to ``input_shape``."""
         xp = self.xp
-        n, c, h, w = self._shape
+        n, c, h, w = input_shape
         ph, pw = self.padding
         padded = fill != 0.0 and (ph or pw)
-        shape = (n, c, h + 2 * ph, w + 2 * pw) if padded else self._shape
+        shape = (n, c, h + 2 * ph, w + 2 * pw) if padded else input_shape
         padding = (0, 0) if padded else self.padding
         dcols = xp.reshape(dcols, (dcols.shape[0] * dcols.shape[1], -1))
-        args = (shape, self.kernel_size, self.stride, padding)
-        fast = getattr(self.backend, "col2im", None)
-        dx = fast(dcols, *args) if fast is not None else col2im(xp, dcols, *args)
+        dx = self.ops.col2im(dcols, shape, self.kernel_size, self.stride, padding)
         return dx[:, :, ph : ph + h, pw : pw + w] if padded else dx
 
     def _to_nchw(self, flat: Any, n: int, oh: int, ow: int) -> Any:
@@ -116,11 +78,8 @@ class _Pool2d(Layer):
 
     def _from_nchw(self, dy: Any) -> Any:
         """NCHW -> (C, 1, OH*OW*N)."""
-        flat = from_nchw(self.xp, dy, True, getattr(self.backend, "transpose2d", None))
+        flat = self.ops.from_nchw(dy, True)
         return self.xp.reshape(flat, (dy.shape[1], 1, -1))
-
-    def clear(self) -> None:
-        self._x = self._y = None
 
     def extra_repr(self) -> str:
         text = f"kernel_size={self.kernel_size}, stride={self.stride}"
@@ -134,30 +93,28 @@ class MaxPool2d(_Pool2d):
         xp = self.xp
         oh, ow = self._out(x)
         if self.tiles:
-            keep = self._tiles(x, oh, ow)
-            views = [keep[k, ...] for k in range(keep.shape[0])]
+            tiles = self.ops.pool_tiles(x, self.kernel_size, oh, ow)
+            views = [tiles[k, ...] for k in range(tiles.shape[0])]
             while len(views) > 1:  # pairwise: the 2x2 case is max(max(a, b), max(c, d))
                 pairs = [xp.maximum(a, b) for a, b in zip(views[::2], views[1::2], strict=False)]
                 views = pairs + ([views[-1]] if len(views) % 2 else [])
             y = views[0]
+            self.save_for_backward(tiles, y, tuple(x.shape))
         else:
             cols = self._cols(x, -math.inf)
             y = self._to_nchw(xp.max(cols, axis=1), x.shape[0], oh, ow)
-            keep = xp.argmax(cols, axis=1) if self.training else None
-        if self.training:
-            self._x, self._y, self._shape = keep, y, tuple(x.shape)
-        else:
-            self._x = self._y = None
+            first_max = xp.argmax(cols, axis=1) if self.training else None
+            self.save_for_backward(first_max, None, tuple(x.shape))
         return y
 
     def backward(self, dy: Any) -> Any:
-        if self._x is None:
-            raise self._no_forward()
+        # tiles: (window elements, output); else (argmax per window, None)
+        windows, y, shape = self.saved()
         xp = self.xp
         if not self.requires_input_grad:
             return None
         if self.tiles:
-            y, tiles = self._y, self._x
+            tiles = windows
             views = [tiles[k, ...] for k in range(tiles.shape[0])]
             # multiplying by 0/1 masks, not xp.where: NumPy's where branches per element
             # and is ~10x slower on random masks
@@ -167,12 +124,12 @@ class MaxPool2d(_Pool2d):
                 pieces.append(piece)
                 rest = rest - piece  # what is left for later positions: ties get nothing
             pieces.append(rest)
-            return self._untile(pieces)
-        index = self._x  # (C, OH*OW*N): argmax gives the first maximum
+            return self.ops.pool_untile(pieces, self.kernel_size, shape)
+        index = windows  # (C, OH*OW*N): argmax gives the first maximum
         kk = self.kernel_size[0] * self.kernel_size[1]
         slots = xp.reshape(xp.arange(kk, dtype=index.dtype, device=dy.device), (1, kk, 1))
         dcols = xp.astype(slots == index[:, None, :], dy.dtype) * self._from_nchw(dy)
-        return self._uncols(dcols, -math.inf)
+        return self._uncols(dcols, -math.inf, shape)
 
 
 class AvgPool2d(_Pool2d):
@@ -191,28 +148,24 @@ class AvgPool2d(_Pool2d):
         xp = self.xp
         oh, ow = self._out(x)
         if self.tiles:
-            y = xp.sum(self._tiles(x, oh, ow), axis=0) * self._scale
+            y = xp.sum(self.ops.pool_tiles(x, self.kernel_size, oh, ow), axis=0) * self._scale
         else:
             cols = self._cols(x, 0.0)
             y = self._to_nchw(xp.sum(cols, axis=1) * self._scale, x.shape[0], oh, ow)
-        if self.training:
-            self._shape, self._y = tuple(x.shape), (oh, ow)
-        else:
-            self._y = None
+        self.save_for_backward(tuple(x.shape))
         return y
 
     def backward(self, dy: Any) -> Any:
-        if self._y is None:
-            raise self._no_forward()
+        (shape,) = self.saved()
         if not self.requires_input_grad:
             return None
         xp = self.xp
         g = dy * self._scale
         kk = self.kernel_size[0] * self.kernel_size[1]
         if self.tiles:  # every window element gets dy / (kh*kw): one broadcast copy
-            (kh, kw), (n, c, h, w), (oh, ow) = self.kernel_size, self._shape, g.shape[2:]
+            (kh, kw), (n, c, h, w), (oh, ow) = self.kernel_size, shape, g.shape[2:]
             g6 = xp.broadcast_to(g[:, :, :, None, :, None], (n, c, oh, kh, ow, kw))
             dx = xp.reshape(g6, (n, c, oh * kh, ow * kw))
             return pad_axis(xp, pad_axis(xp, dx, 2, 0, h - oh * kh), 3, 0, w - ow * kw)
         g = self._from_nchw(g)
-        return self._uncols(xp.broadcast_to(g, (g.shape[0], kk, g.shape[2])), 0.0)
+        return self._uncols(xp.broadcast_to(g, (g.shape[0], kk, g.shape[2])), 0.0, shape)

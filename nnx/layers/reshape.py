@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from nnx.layers.base import Layer
@@ -13,7 +14,6 @@ class Flatten(Layer):
     def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
         super().__init__()
         self.start_dim, self.end_dim = start_dim, end_dim
-        self._shape: tuple[int, ...] | None = None
 
     def forward(self, x: Any) -> Any:
         shape = tuple(x.shape)
@@ -26,19 +26,13 @@ class Flatten(Layer):
                 f"{self.label()}: start_dim {self.start_dim} comes after end_dim "
                 f"{self.end_dim} for an input of shape {shape}"
             )
-        merged = 1
-        for d in shape[start : end + 1]:
-            merged *= d
-        self._shape = shape if self.training else None
+        merged = math.prod(shape[start : end + 1])
+        self.save_for_backward(shape)
         return self.xp.reshape(x, (*shape[:start], merged, *shape[end + 1 :]))
 
     def backward(self, dy: Any) -> Any:
-        if self._shape is None:
-            raise self._no_forward()
-        return self.xp.reshape(dy, self._shape) if self.requires_input_grad else None
-
-    def clear(self) -> None:
-        self._shape = None
+        (shape,) = self.saved()
+        return self.xp.reshape(dy, shape) if self.requires_input_grad else None
 
     def extra_repr(self) -> str:
         if (self.start_dim, self.end_dim) == (1, -1):

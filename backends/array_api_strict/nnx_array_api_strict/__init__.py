@@ -21,7 +21,7 @@ class ArrayApiStrictBackend(Backend):
     name = "array_api_strict"
 
     @classmethod
-    def available(cls) -> tuple[bool, str]:
+    def available(cls, device: str | None = None) -> tuple[bool, str]:
         try:
             import array_api_strict  # noqa: F401
         except ImportError:

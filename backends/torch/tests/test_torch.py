@@ -25,16 +25,14 @@ def test_specs_and_reasons():
 
 
 def test_the_fast_path_of_the_guide_matches_the_portable_code(monkeypatch):
-    """docs/adding-a-backend.md shows these two methods as an optional fast path."""
+    """docs/adding-a-backend.md shows these two kernels as an Ops subclass."""
     from nnx_torch import TorchBackend
 
-    from nnx import backend as registry
+    from nnx.backend import Ops, registry
 
     F = torch.nn.functional
 
-    class FastTorch(TorchBackend):
-        name = "torch_unfold"
-
+    class UnfoldOps(Ops):
         def im2col(self, x, kernel, stride, padding, batch_last=True):
             cols = F.unfold(x, kernel, padding=padding, stride=stride)  # (N, C*kh*kw, OH*OW)
             order = (1, 2, 0) if batch_last else (1, 0, 2)  # pixels (OH, OW, N) or (N, OH, OW)
@@ -48,7 +46,11 @@ def test_the_fast_path_of_the_guide_matches_the_portable_code(monkeypatch):
                 d = cols.reshape(k, n, -1).permute(1, 0, 2)
             return F.fold(d, shape[2:], kernel, padding=padding, stride=stride)
 
+    class FastTorch(TorchBackend):
+        name = "torch_unfold"
+        ops_class = UnfoldOps
+
     for attr in ("_factories", "_sources", "_instances"):
         monkeypatch.setattr(registry, attr, dict(getattr(registry, attr)))
     nnx.register_backend("torch_unfold", FastTorch)
-    assert_conformant("torch_unfold:cpu", only=["fast_paths", "gradcheck:Conv2d", "device"])
+    assert_conformant("torch_unfold:cpu", only=["ops", "gradcheck:Conv2d", "device"])

@@ -1,0 +1,112 @@
+"""The ``ops`` check: every kernel a backend's Ops subclass overrides agrees with the default.
+
+The kit finds the overrides itself (methods of ``type(backend.ops)`` that are not
+``Ops``'s own) and runs each, and the portable default, on the cases below.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from nnx.backend import Backend, Ops
+from nnx.testing.helpers import Skip, _check, _close, _host
+
+Case = tuple[str, tuple[Any, ...], dict[str, Any]]
+
+#: (shape, kernel, stride, padding): a padded 3x3 and a strided, unevenly padded window
+WINDOWS = [((2, 3, 6, 5), (3, 3), (1, 1), (1, 1)), ((2, 2, 7, 6), (3, 2), (2, 3), (0, 1))]
+
+
+def kernel_names() -> list[str]:
+    """The kernels of the Ops table (its public methods)."""
+    return [n for n, f in inspect.getmembers(Ops, inspect.isfunction) if not n.startswith("_")]
+
+
+def overridden(ops: Ops) -> list[str]:
+    """The kernels ``type(ops)`` overrides."""
+    return [n for n in kernel_names() if getattr(type(ops), n) is not getattr(Ops, n)]
+
+
+def _windows(b: Backend) -> Iterator[tuple[str, Any, tuple[Any, ...], bool]]:
+    for shape, k, s, p in WINDOWS:
+        for batch_last in (True, False):
+            what = f"{shape}, kernel {k}, stride {s}, padding {p}, batch_last={batch_last}"
+            yield what, b.asarray(_host(shape)), (k, s, p), batch_last
+
+
+def _cases(name: str, b: Backend, ref: Ops) -> Iterator[Case]:
+    """(description, args, kwargs) for kernel ``name``; arrays fresh for every call."""
+    if name in ("sum_axis0", "sum_axis1"):
+        for shape in ((5, 3), (1, 7), (64, 33)):
+            kw = [{}] if name == "sum_axis0" else [{}, {"keepdims": True}]
+            for k in kw:
+                yield f"{shape} {k}", (b.asarray(_host(shape)),), k
+    elif name == "relu_backward":
+        yield "(6, 5)", (b.asarray(_host((6, 5), 1)), b.asarray(_host((6, 5), 2))), {}
+    elif name == "momentum_update":
+        mu = b.asarray(0.9)
+        yield "(4, 3)", (b.asarray(_host((4, 3), 1)), b.asarray(_host((4, 3), 2)), mu), {}
+    elif name == "transpose2d":  # rows of 512 float32 (2 KiB) take NumPy's staged path
+        for shape in ((3, 5), (4, 512)):
+            yield f"{shape}", (b.asarray(_host(shape)),), {}
+    elif name in ("im2col", "from_nchw"):
+        for what, x, (k, s, p), last in _windows(b):
+            if name == "im2col":
+                yield what, (x, k, s, p, last), {}
+            else:
+                yield f"{tuple(x.shape)}, batch_last={last}", (x, last), {}
+    elif name in ("col2im", "col2im_matmul"):
+        for what, x, (k, s, p), last in _windows(b):
+            cols = ref.im2col(x, k, s, p, last)
+            shape = tuple(x.shape)
+            if name == "col2im":
+                yield what, (b.asarray(_host(tuple(cols.shape), 4)), shape, k, s, p, last), {}
+            else:  # col2im(wt @ dy) of a conv with 4 output channels
+                wt = b.asarray(_host((cols.shape[0], 4), 5))
+                dy = b.asarray(_host((4, cols.shape[1]), 6))
+                yield what, (wt, dy, shape, k, s, p, last), {}
+    elif name == "pool_tiles":
+        for shape, k in (((2, 3, 4, 6), (2, 2)), ((2, 1, 7, 5), (3, 2))):
+            oh, ow = shape[2] // k[0], shape[3] // k[1]
+            yield f"{shape}, kernel {k}", (b.asarray(_host(shape)), k, oh, ow), {}
+    elif name == "pool_untile":
+        for shape, k in (((2, 3, 4, 6), (2, 2)), ((2, 1, 7, 5), (3, 2))):
+            oh, ow = shape[2] // k[0], shape[3] // k[1]
+            pieces = [b.asarray(_host((shape[0], shape[1], oh, ow), i)) for i in range(k[0] * k[1])]
+            yield f"{shape}, kernel {k}", (pieces, k, shape), {}
+    elif name == "conv_batch_last":
+        yield "(1 -> 8, 5x5, 24 wide)", (1, 8, (5, 5), 24), {}
+    else:
+        raise AssertionError(f"nnx.testing has no cases for the kernel {name!r}; add them")
+
+
+def _compare(name: str, fast: Callable, slow: Callable, case: Case) -> None:
+    what, args, kwargs = case
+    if name == "conv_batch_last":  # a layout choice: any bool is right
+        got = fast(*args, **kwargs)
+        if not isinstance(got, bool):
+            raise AssertionError(f"conv_batch_last({what}) returned {got!r}, not a bool")
+        return
+    # in-place kernels (momentum_update) get their own copies of the arrays
+    fresh = tuple(a * 1.0 if hasattr(a, "shape") else a for a in args)
+    got = fast(*args, **kwargs)
+    want = slow(*fresh, **kwargs)
+    exact = name in ("transpose2d", "im2col", "from_nchw", "pool_tiles", "pool_untile")
+    tol = (0.0, 0.0) if exact else (1e-5, 1e-5)
+    _close(got, want, f"{name}({what})", *tol)
+
+
+@_check("ops")
+def _ops(backend: Backend) -> None:
+    ops = backend.ops
+    if not isinstance(ops, Ops):
+        raise AssertionError(f"backend.ops is a {type(ops).__name__}, not an nnx.backend.Ops")
+    names = overridden(ops)
+    if not names:
+        raise Skip(f"{type(ops).__name__} overrides no kernel of Ops")
+    ref = Ops(backend.xp, backend.device)
+    for name in names:
+        for case in _cases(name, backend, ref):
+            _compare(name, getattr(ops, name), getattr(ref, name), case)
