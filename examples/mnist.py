@@ -2,7 +2,7 @@
 
 python examples/mnist.py                                   # MLP on MNIST (downloads it once)
 python examples/mnist.py --dataset fashion-mnist --model cnn --epochs 3
-python examples/mnist.py --dataset fashion-mnist --model cnn-bn --epochs 15   # >= 93.5%
+python examples/mnist.py --dataset fashion-mnist --model cnn-bn --epochs 8    # BatchNorm CNN
 python examples/mnist.py --device cuda --save mnist.npz --plot curves.png
 python examples/mnist.py --resume mnist.npz --epochs 2     # two more epochs
 python examples/mnist.py --dataset fashion-mnist --onnx fmnist.onnx   # for onnxruntime & co.
