@@ -3,11 +3,14 @@
     python benchmarks/run.py            # the full benchmark (about 3-5 minutes)
     python benchmarks/run.py --quick    # a smoke run of a few seconds
     python benchmarks/run.py --rounds 11 --cases mlp,xor
+    python benchmarks/run.py --cases ddp    # data-parallel MLP epoch over MPI (~2 minutes)
 
 Cases: (a) one epoch of an MLP 784-256-128-10 at batch 128 on Fashion-MNIST
 train, float32; (b) a LeNet-like CNN, batch 64, 200 steps; (c) XOR 2-8-1, full
 batch, 5000 Adam steps (dispatch overhead); (d) the peak memory of (a), each
-implementation in a fresh subprocess.  Every implementation of a case runs
+implementation in a fresh subprocess; (e) ``ddp``, not in the default list
+because it needs nnx[mpi] and about two minutes: the MLP epoch on 2 MPI ranks x 1
+BLAS thread against 1 process x 1 and x 2 threads (see benchmarks/ddp.py).  Every implementation of a case runs
 once per round, in a rotated order, in this one process; the table shows
 medians and the median of the per-round ratios.  With a CUDA device, nnx on
 CuPy is timed against PyTorch on CUDA (synchronising before reading clocks).
@@ -63,6 +66,7 @@ TITLES = {
     "mem": "MLP peak memory",
 }
 MIN_ROUNDS = 7
+DDP_ROUNDS = 3  # each ddp round starts fresh processes (and MPI): a few are enough
 SETTLE_S = 0.2
 
 
@@ -488,7 +492,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke run: small sizes, few rounds")
     ap.add_argument("--rounds", type=int, default=None, help="timed rounds (default 9; quick 1)")
-    ap.add_argument("--cases", default="mlp,cnn,xor,mem", help="comma list of mlp,cnn,xor,mem")
+    ap.add_argument("--cases", default="mlp,cnn,xor,mem", help="comma list of mlp,cnn,xor,mem,ddp")
     ap.add_argument("--json", default=str(DEFAULT_JSON), help="where to write the results")
     ap.add_argument("--budget", type=float, default=480.0, help="seconds for the timed rounds")
     ap.add_argument("--no-gpu", action="store_true", help="skip the CUDA rows")
@@ -496,10 +500,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--memory-probe", nargs=2, metavar=("IMPL", "HOW"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
-    bad = [c for c in wanted if c not in (*CASES, "mem")]
+    bad = [c for c in wanted if c not in (*CASES, "mem", "ddp")]
     if bad:
-        ap.error(f"unknown case(s) {bad}; choose from mlp, cnn, xor, mem")
+        ap.error(f"unknown case(s) {bad}; choose from mlp, cnn, xor, mem, ddp")
     args.memory = "mem" in wanted
+    args.ddp = "ddp" in wanted
     args.cases = [c for c in CASES if c in wanted]
     if args.rounds is None:
         args.rounds = 1 if args.quick else 9
@@ -528,6 +533,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = [i for case in args.cases for i in implementations(case, not args.no_gpu)]
     info = run_rounds(rows, data, cfg, args, log) if rows else {"rounds": 0, "stopped_early": ""}
     memory = measure_memory(args.quick, log) if args.memory else None
+    ddp = None
+    if args.ddp:
+        import ddp as D
+
+        ddp = D.measure(args.quick, 1 if args.quick else DDP_ROUNDS, log)
     summary = summarise(rows, memory, args.quick)
     env["loadavg_end"] = os.getloadavg()
     text = table(rows, summary, cfg)
@@ -540,6 +550,9 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": time.perf_counter() - t0,
         "table": text,
     }
+    if ddp is not None:
+        result["ddp"] = ddp
+        result["ddp_table"] = D.table(ddp)
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1, default=str))
@@ -552,6 +565,9 @@ def main(argv: list[str] | None = None) -> int:
         print(info["stopped_early"])
     print()
     print(text)
+    if ddp is not None:
+        print()
+        print(result["ddp_table"])
     print()
     print(f"JSON written to {path.resolve()}  (total {result['wall_s']:.0f} s)")
     failed = [f"{i.case} / {i.label}: {i.skip}" for i in rows if i.skip.startswith("failed")]

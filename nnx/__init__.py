@@ -5,7 +5,7 @@ supplies; ``nnx.use("cuda")`` (or ``NNX_BACKEND=cupy``, or ``model.to("cuda")``)
 moves the same code from NumPy to CuPy or to any registered plugin.
 """
 
-from nnx import datasets, init, losses, onnx, optim
+from nnx import datasets, distributed, init, losses, onnx, optim
 from nnx.backend import (
     Backend,
     BackendError,
@@ -20,8 +20,9 @@ from nnx.backend import (
     using,
 )
 from nnx.data import DataLoader
+from nnx.divergence import TrainingDiverged
 from nnx.gradcheck import gradcheck
-from nnx.io import load, save
+from nnx.io import CheckpointError, load, save
 from nnx.layers import *  # noqa: F403  (every layer, listed in nnx.layers.__all__)
 from nnx.layers import __all__ as _layers
 from nnx.losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
@@ -35,15 +36,18 @@ __all__ = [
     "Backend",
     "BackendError",
     "BCEWithLogitsLoss",
+    "CheckpointError",
     "CrossEntropyLoss",
     "DataLoader",
     "EarlyStopping",
     "History",
     "MSELoss",
+    "TrainingDiverged",
     "asarray",
     "backends",
     "current",
     "datasets",
+    "distributed",
     "evaluate",
     "export_onnx",
     "fit",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nnx import init
-from nnx.backend import get_backend, to_numpy
+from nnx.backend import Backend, get_backend, to_numpy
 from nnx.layers.base import Layer
 from nnx.losses import Loss
 
@@ -91,25 +91,37 @@ def gradcheck(
     ``sum(w * layer(x))`` with fixed random weights ``w``.  The layer is cast
     to ``dtype`` (float64) for the check and restored afterwards.
     """
-    if isinstance(fn, Loss):
-        backend = get_backend(None)
-        xp = backend.xp
-        xd = backend.asarray(to_numpy(x), dtype)
-        host_t = to_numpy(target)
-        td = backend.asarray(host_t, dtype if host_t.dtype.kind == "f" else host_t.dtype.name)
+    backend = get_backend(None) if isinstance(fn, Loss) else fn.backend
+    with backend.activate():  # CuPy: every bump and sum on the backend's device
+        if isinstance(fn, Loss):
+            return _gradcheck_loss(fn, backend, x, target, eps, tolerance, dtype)
+        return _gradcheck_layer(fn, x, eps, tolerance, seed, dtype)
 
-        def f(v: Any) -> float:
-            return float(to_numpy(fn(v, td)))
 
-        f(xd)
-        analytic = fn.backward()
-        err = _check_array("input", xd, analytic, f, eps, xp)
-        return GradcheckResult(err[0], tolerance, {"input": err})
+def _gradcheck_loss(
+    fn: Loss, backend: Backend, x: Any, target: Any, eps: float, tolerance: float, dtype: str
+) -> GradcheckResult:
+    xd = backend.asarray(to_numpy(x), dtype)
+    host_t = to_numpy(target)
+    td = backend.asarray(host_t, dtype if host_t.dtype.kind == "f" else host_t.dtype.name)
 
-    layer = fn
+    def f(v: Any) -> float:
+        return float(to_numpy(fn(v, td)))
+
+    f(xd)
+    analytic = fn.backward()
+    err = _check_array("input", xd, analytic, f, eps, backend.xp)
+    return GradcheckResult(err[0], tolerance, {"input": err})
+
+
+def _gradcheck_layer(
+    layer: Layer, x: Any, eps: float, tolerance: float, seed: int, dtype: str
+) -> GradcheckResult:
     backend, original = layer.backend, layer.dtype
     xp = backend.xp
     generator = backend.generator
+    replay = backend.rng(seed)  # one generator, rewound before every evaluation
+    start = replay.get_state()
     layer.to(backend, dtype)
     try:
         layer.train()
@@ -118,7 +130,13 @@ def gradcheck(
         w = backend.asarray(init.standard_normal(tuple(y.shape), seed), dtype)
 
         def forward(v: Any) -> Any:
-            backend.generator = backend.rng(seed)  # the same dropout mask every time
+            # the same dropout mask every time: rewind the generator (a generator without
+            # a state is made afresh instead)
+            if start is None:
+                backend.generator = backend.rng(seed)
+            else:
+                replay.set_state(start)
+                backend.generator = replay
             return layer.forward(v)
 
         def f_input(v: Any) -> float:

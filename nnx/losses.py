@@ -5,10 +5,23 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from nnx.backend import Backend, OwnerCache
+import array_api_compat
+import numpy as np
+
+from nnx.backend import Backend, OwnerCache, to_numpy
 from nnx.backend.ops import Ops
 
 REDUCTIONS = ("mean", "sum")
+LABEL_CHECKS = ("auto", "every_batch", "deferred")
+_ACCELERATOR_WORDS = ("cuda", "gpu", "tpu", "mps", "rocm", "xpu")
+
+
+def _on_accelerator(x: Any) -> bool:
+    """True when ``x`` lives in accelerator memory (reading it back would wait for the device)."""
+    if array_api_compat.is_cupy_array(x):
+        return True
+    device = str(array_api_compat.device(x)).lower()
+    return any(word in device for word in _ACCELERATOR_WORDS)
 
 
 class Loss:
@@ -42,7 +55,12 @@ class Loss:
         return backend.xp
 
     def __call__(self, pred: Any, target: Any) -> Any:
-        return self.forward(pred, target)
+        backend = self._owner.of(pred)
+        scope = None if backend is None else backend.device_scope
+        if scope is None:  # no device to make current (or no backend: forward says so)
+            return self.forward(pred, target)
+        with scope:  # CuPy: the gradient and the loss are made on pred's device
+            return self.forward(pred, target)
 
     def forward(self, pred: Any, target: Any) -> Any:
         """The loss value as a 0-d array."""
@@ -108,32 +126,68 @@ class CrossEntropyLoss(Loss):
     """Softmax cross-entropy from logits (N, C) and integer class labels (N,).
 
     ``label_smoothing`` mixes the one-hot target with the uniform distribution,
-    as in PyTorch.  The gradient is fused: (softmax - target) / N.
+    as in PyTorch.  The gradient is fused: (softmax - target) / N.  A logit of
+    ``-inf`` (a masked class) gives the finite loss PyTorch gives.
+
+    Labels are checked: an integer dtype (else TypeError), and every label in
+    ``[0, C)`` (else ValueError naming the value).  Where the range is checked
+    (``check_labels``):
+
+    - ``"auto"`` (default): labels in host memory (NumPy, array-api-strict,
+      torch and JAX on the CPU) are checked every batch, and the error names the
+      value and its position in the batch; labels on an accelerator (CuPy,
+      torch/JAX on a GPU) are checked as ``"deferred"``, so that no step waits
+      for the device;
+    - ``"deferred"``: a device-side flag (with the smallest and largest label)
+      is accumulated and read by :meth:`check_pending_labels`, which
+      :func:`nnx.fit` calls where it already reads the loss (every
+      ``log_every`` steps and at the end of an epoch).  ``fit`` also checks a
+      DataLoader's host labels once, against the model's class count, before
+      training (see :meth:`nnx.DataLoader.check_labels`), which names the
+      offending sample on any device;
+    - ``"every_batch"``: always the immediate check (a device sync per step).
     """
 
-    def __init__(self, reduction: str = "mean", label_smoothing: float = 0.0) -> None:
+    def __init__(
+        self, reduction: str = "mean", label_smoothing: float = 0.0, check_labels: str = "auto"
+    ) -> None:
         super().__init__(reduction)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if check_labels not in LABEL_CHECKS:
+            raise ValueError(f"check_labels must be one of {LABEL_CHECKS}, got {check_labels!r}")
         self.label_smoothing = label_smoothing
+        self.check_labels = check_labels
         self._classes: Any = None
         self._label_dtype: Any = None  # last label dtype that passed the check
+        self._pending: tuple[Any, Any, int] | None = None  # deferred (lowest, highest, C)
 
     def forward(self, pred: Any, target: Any) -> Any:
         xp = self.namespace(pred)
+        if not array_api_compat.is_array_api_obj(target):
+            raise TypeError(
+                f"CrossEntropyLoss takes labels as an array on the logits' device, got "
+                f"{type(target).__name__}; convert with nnx.asarray(labels, dtype='int64')"
+            )
         if pred.ndim != 2 or target.ndim != 1 or target.shape[0] != pred.shape[0]:
             raise ValueError(
                 f"CrossEntropyLoss expects logits (N, C) and integer labels (N,), got "
                 f"{tuple(pred.shape)} and {tuple(target.shape)}"
             )
-        if target.dtype != self._label_dtype:  # checked once per dtype, not every step
-            if xp.isdtype(target.dtype, "real floating"):
+        # `is None` first: NumPy's float64 dtype compares equal to None
+        if self._label_dtype is None or target.dtype != self._label_dtype:
+            if not xp.isdtype(target.dtype, "integral"):
                 raise TypeError(
-                    "CrossEntropyLoss takes integer class labels, got floating targets; "
+                    f"CrossEntropyLoss takes integer class labels, got {target.dtype} targets; "
                     "convert with nnx.asarray(labels, dtype='int64')"
                 )
             self._label_dtype = target.dtype
         n, c = pred.shape
+        if n == 0:
+            raise ValueError(
+                "CrossEntropyLoss got an empty batch (N = 0); give at least one sample"
+            )
+        self._check_range(xp, target, c)
         shifted = pred - xp.max(pred, axis=1, keepdims=True)
         exp = xp.exp(shifted)
         total = self.ops.sum_axis1(exp, keepdims=True)  # (N, 1)
@@ -148,8 +202,44 @@ class CrossEntropyLoss(Loss):
             grad *= scale
         self._grad = grad
         # -sum(onehot * log_softmax) with log_softmax = shifted - log(total) and every row
-        # of onehot summing to 1 (smoothed too): sum(log(total)) - sum(onehot * shifted)
-        return (xp.sum(xp.log(total)) - xp.sum(onehot * shifted)) * scale
+        # of onehot summing to 1 (smoothed too): sum(log(total)) - sum(onehot * shifted).
+        # Where onehot is 0 the product must be 0 even for a masked -inf logit (not nan).
+        picked = xp.where(onehot != 0, shifted, xp.zeros_like(shifted)) * onehot
+        return (xp.sum(xp.log(total)) - xp.sum(picked)) * scale
+
+    def _check_range(self, xp: Any, target: Any, c: int) -> None:
+        mode = self.check_labels
+        if mode == "auto":
+            mode = "deferred" if _on_accelerator(target) else "every_batch"
+        if mode == "every_batch":
+            host = to_numpy(target)
+            bad = np.flatnonzero((host < 0) | (host >= c))
+            if bad.size:
+                i = int(bad[0])
+                raise ValueError(
+                    f"label {int(host[i])} at position {i} of the batch is outside [0, {c}) "
+                    f"(the model has {c} classes); labels must be 0 .. {c - 1}"
+                )
+            return
+        low, high = xp.min(target), xp.max(target)  # stay on the device: no sync
+        if self._pending is not None and self._pending[2] == c:
+            low, high = xp.minimum(low, self._pending[0]), xp.maximum(high, self._pending[1])
+        self._pending = (low, high, c)
+
+    def check_pending_labels(self) -> None:
+        """Read the deferred label check (one small device read); raise if a label was out of range."""
+        if self._pending is None:
+            return
+        low, high, c = self._pending
+        self._pending = None
+        low, high = int(to_numpy(low)), int(to_numpy(high))
+        if low < 0 or high >= c:
+            value = low if low < 0 else high
+            raise ValueError(
+                f"label {value} is outside [0, {c}) (the model has {c} classes); labels must "
+                f"be 0 .. {c - 1} (found in a batch since the last check: labels on an "
+                "accelerator are checked every log_every steps)"
+            )
 
     def _onehot(self, xp: Any, target: Any, c: int, like: Any) -> Any:
         classes = self._classes
@@ -163,5 +253,5 @@ class CrossEntropyLoss(Loss):
     def __repr__(self) -> str:
         return (
             f"CrossEntropyLoss(reduction={self.reduction!r}, "
-            f"label_smoothing={self.label_smoothing})"
+            f"label_smoothing={self.label_smoothing}, check_labels={self.check_labels!r})"
         )

@@ -13,11 +13,15 @@ from collections.abc import Iterable
 from typing import Any
 
 from nnx.backend import Backend, BackendError, OwnerCache, backend_of, describe, to_numpy
+from nnx.optim_state import check_optimizer_state
 from nnx.parameter import Parameter
 
 
 class Optimizer:
     """Base class: holds parameters, a learning rate and the step count."""
+
+    #: names of the per-parameter state arrays this optimizer keeps
+    state_names: tuple[str, ...] = ()
 
     def __init__(self, params: Iterable[Parameter], lr: float) -> None:
         self.params = list(params)
@@ -48,6 +52,14 @@ class Optimizer:
     def step(self) -> None:
         """Update every parameter that has a gradient."""
         self.steps += 1
+        scope = self.backend(self.params[0]).device_scope
+        if scope is None:
+            self._update_all()
+        else:
+            with scope:  # CuPy: update on the parameters' device, whatever device is current
+                self._update_all()
+
+    def _update_all(self) -> None:
         for p in self.params:
             if p.grad is not None:
                 self.update(p, p.grad)
@@ -73,18 +85,16 @@ class Optimizer:
         per-step bias corrections, which change (a host-to-device copy each time on a GPU).
         """
         x = p.value
+        backend = self.backend(p)  # one per device: a key even where devices are unhashable
         try:
-            key = (x.dtype, x.device, values)
+            key = (backend, x.dtype, values)
             hit = self._cache.get(key)
-        except (AttributeError, TypeError):  # no hashable dtype/device: plain scalars
+        except TypeError:  # an unhashable dtype: plain scalars
             return values
         if hit is None:
             if len(self._cache) > 32:  # hyper-parameters changed many times: start over
                 self._cache.clear()
-            xp = self.backend(p).xp
-            hit = self._cache[key] = tuple(
-                xp.asarray(v, dtype=x.dtype, device=x.device) for v in values
-            )
+            hit = self._cache[key] = tuple(backend.asarray(v, x.dtype) for v in values)
         return hit
 
     # -- state ---------------------------------------------------------------------
@@ -101,14 +111,18 @@ class Optimizer:
             "state": [{k: to_numpy(v) for k, v in p.state.items()} for p in self.params],
         }
 
+    def check_state(self, state: Any) -> None:
+        """Raise ValueError naming the problem if ``state`` cannot be loaded into this optimizer.
+
+        Checks the optimizer type, the step count, every hyperparameter (known
+        names only, each of the right type and range) and every state array
+        (known names, the parameter's shape, a floating dtype).
+        """
+        check_optimizer_state(self, state)
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a state from :meth:`state_dict` onto the parameters' devices."""
-        if state.get("type") != type(self).__name__:
-            raise ValueError(f"state is for {state.get('type')}, not {type(self).__name__}")
-        if len(state["state"]) != len(self.params):
-            raise ValueError(
-                f"state has {len(state['state'])} parameters, this optimizer {len(self.params)}"
-            )
+        """Restore a state from :meth:`state_dict` onto the parameters' devices (checked first)."""
+        self.check_state(state)
         for p, saved in zip(self.params, state["state"], strict=True):
             backend = backend_of(p.value)
             p.state = {}
@@ -117,7 +131,7 @@ class Optimizer:
                 p.state[k] = backend.asarray(host, host.dtype.name)
         self.steps = int(state["steps"])
         for k, v in state["hyperparameters"].items():
-            setattr(self, k, v)
+            setattr(self, k, tuple(v) if isinstance(v, list) else v)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.hyperparameters().items())
@@ -126,6 +140,8 @@ class Optimizer:
 
 class SGD(Optimizer):
     """SGD with optional momentum, Nesterov momentum and (coupled) weight decay, as PyTorch."""
+
+    state_names = ("momentum",)
 
     def __init__(
         self,
@@ -169,6 +185,7 @@ class Adam(Optimizer):
     """Adam (Kingma & Ba); ``weight_decay`` is added to the gradient, as in PyTorch's Adam."""
 
     decoupled = False
+    state_names = ("m", "v")
 
     def __init__(
         self,
@@ -243,6 +260,8 @@ class AdamW(Adam):
 
 class RMSprop(Optimizer):
     """RMSprop as in PyTorch: v = a v + (1 - a) g^2, p -= lr g / (sqrt(v) + eps); optional momentum."""
+
+    state_names = ("square_avg", "momentum")
 
     def __init__(
         self,

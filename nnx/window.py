@@ -18,25 +18,42 @@ too.  Backends speed them up through their :class:`nnx.backend.Ops`.
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 Pair = tuple[int, int]
 
 
+def count(value: Any, what: str, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``; ints and NumPy integers only (2.7, "3", True refused)."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{what} must be an integer, got {value!r}") from None
+    if number < minimum:
+        raise ValueError(f"{what} must be >= {minimum}, got {number}")
+    return number
+
+
 def pair(value: int | tuple[int, int], what: str, minimum: int = 1) -> Pair:
-    """``value`` as an (height, width) pair of ints >= ``minimum`` (ValueError otherwise)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        out = (value, value)
+    """``value`` as an (height, width) pair of ints >= ``minimum`` (ValueError otherwise).
+
+    Never truncates: a kernel of 2.7 or (2.7, 2.7) is an error, not 2.
+    """
+    if isinstance(value, str) or not hasattr(value, "__len__"):
+        items: Any = (value, value)
+    elif len(value) == 2:
+        items = value
     else:
-        try:
-            out = tuple(int(v) for v in value)  # type: ignore[union-attr]
-        except TypeError:
+        raise ValueError(f"{what} must be an int or a pair of ints, got {value!r}")
+    try:
+        return (count(items[0], what, minimum), count(items[1], what, minimum))
+    except ValueError as err:
+        if "integer" in str(err):
             raise ValueError(f"{what} must be an int or a pair of ints, got {value!r}") from None
-        if len(out) != 2:
-            raise ValueError(f"{what} must be an int or a pair of ints, got {value!r}")
-    if min(out) < minimum:
-        raise ValueError(f"{what} must be >= {minimum}, got {value!r}")
-    return out  # type: ignore[return-value]
+        raise
 
 
 def output_size(size: tuple[int, ...], kernel: Pair, stride: Pair, padding: Pair) -> Pair:

@@ -7,7 +7,8 @@
 # Installs nnx and its plugins from the working tree and the wheels in .whl/ (never from
 # the network: --no-index), probes the CuPy backend, runs the whole test suite with cupy
 # and torch CUDA enabled (no -x: every failure is seen), trains examples/xor.py and
-# examples/mnist.py with --device cuda, times the benchmarks' GPU rows after a warm-up,
+# examples/mnist.py with --device cuda, runs nnx.distributed's NCCL path on one rank
+# (mpiexec -n 1), times the benchmarks' GPU rows after a warm-up,
 # prints one table (step, result, seconds) and the cupy / PyTorch CUDA ratios, and exits
 # non-zero if any step failed. Each step has its own limit; the limits add up to less
 # than the whole budget (8 minutes), so a slow step cannot starve the ones after it.
@@ -55,17 +56,26 @@ $PY -m pip install -q --no-index --no-deps --no-build-isolation -e . \
     -e backends/array_api_strict -e backends/torch -e backends/jax
 $PY -c 'import nnx; [print(b) for b in nnx.backends()]'"
 
-# limits: 40 + 15 + 200 + 15 + 15 + 35 + 40 + 80 = 440 s < BUDGET
+# limits: 40 + 15 + 200 + 15 + 15 + 35 + 40 + 25 + 80 = 465 s < BUDGET
 step install 40 bash -c "$install"
 step cupy-probe 15 $PY -c "
 import nnx
 ok, why = nnx.backend.availability('cuda')
 assert ok, why
 b = nnx.get_backend('cuda:0')
+assert all(nnx.get_backend(s) is b for s in ('cupy', 'cuda', 'gpu', 'cupy:0')), 'one backend per GPU'
 with nnx.using(b):
     layer = nnx.Linear(2, 3)
 y = layer(nnx.asarray([[1.0, -2.0]], device=b))
-print(b, y.device, nnx.to_numpy(y))
+g = b.generator
+state = g.get_state()
+u = nnx.to_numpy(g.uniform((3,)))
+g.set_state(state)
+assert (nnx.to_numpy(g.uniform((3,))) == u).all(), 'generator state does not replay'
+buf = b.asarray([1.0, 2.0])
+b.ops.momentum_update(buf, b.asarray([1.0, 1.0]), b.asarray(0.5))  # the fused CuPy kernel
+assert nnx.to_numpy(buf).tolist() == [1.5, 2.0], nnx.to_numpy(buf)
+print(b, type(b.ops).__name__, y.device, nnx.to_numpy(y))
 "
 # pytest-xdist (on the GPU image) spreads the suite over the machine's cores
 parallel=""
@@ -77,6 +87,9 @@ step mnist-mlp-cupy 35 $PY examples/mnist.py --dataset fashion-mnist --data-dir 
     --model mlp --epochs 2 --device cuda --no-progress
 step mnist-cnn-cupy 40 $PY examples/mnist.py --dataset fashion-mnist --data-dir "$DATA" \
     --model cnn --epochs 1 --device cuda --no-progress
+# nnx.distributed: the NCCL path on one rank (the suite above ran the cupy equivalence tests)
+mkdir -p "$LOG/ddp"
+step ddp-nccl 25 mpiexec -n 1 $PY tests/mpi_worker.py train "$LOG/ddp" cupy nccl
 step bench-gpu 80 $PY benchmarks/run.py --quick --cases mlp,cnn,xor --json "$LOG/bench.json"
 
 echo

@@ -118,6 +118,29 @@ def test_nnx_starts_from_the_references_weights():
         assert (nnx.to_numpy(p.value) == w).all()
 
 
+def test_quick_ddp_case_runs_and_two_ranks_learn_like_one(tmp_path):
+    """--cases ddp: the three configurations run and train to the same accuracy (no timing)."""
+    import ddp
+
+    if not FASHION:
+        pytest.skip(f"Fashion-MNIST is not installed in {R.FASHION_DIR}")
+    if ddp.missing():
+        pytest.skip(ddp.missing())
+    out = tmp_path / "ddp.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "run.py"), "--quick", "--cases", "ddp", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    configs = json.loads(out.read_text())["ddp"]["configs"]
+    assert set(configs) == {"1x1", "1x2", "2x1"}
+    assert abs(configs["2x1"]["accuracy"] - configs["1x1"]["accuracy"]) < 0.03
+    assert configs["2x1"]["allreduce_ms_per_step"] > 0
+    assert "2 ranks x 1 thread" in proc.stdout
+
+
 def test_a_crashing_row_fails_the_run(tmp_path, monkeypatch, capsys):
     """A row that crashes (as a broken GPU row would) is reported as failed, exit status 1."""
     if not FASHION:

@@ -8,7 +8,7 @@ moves the same code from NumPy to CuPy or to any registered plugin.
 Modules: ``base`` (the contract, Generator, HostGenerator), ``ops`` (the
 portable kernel table), ``registry`` (names, plugins, specs), ``context``
 (use/using/current/manual_seed), ``convert`` (arrays between backends),
-``numpy`` and ``cupy`` (the built-in adapters).
+``numpy`` and ``cupy`` (the built-in adapters), ``cupy_ops`` (CuPy's kernel table).
 """
 
 from nnx.backend.base import Backend, BackendError, Generator, HostGenerator

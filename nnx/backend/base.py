@@ -7,6 +7,7 @@ losses and optimizers only ever talk to a :class:`Backend`.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import array_api_compat
@@ -83,6 +84,9 @@ def seed_new_generators(seed: int | None) -> None:
     _seed_for_new[0] = seed
 
 
+_NO_SCOPE = contextlib.nullcontext()
+
+
 class Backend:
     """One array library on one device.
 
@@ -99,6 +103,10 @@ class Backend:
     array_type: type | None = None
     #: the kernel table's class; a backend with faster kernels names its Ops subclass
     ops_class: type[Ops] = Ops
+    #: a context manager that makes this backend's device the library's *current* device
+    #: (CuPy: its ``cuda.Device``), entered around the work nnx does on the backend; None
+    #: when arrays created without ``device=`` land on the right device anyway (the CPU)
+    device_scope: Any = None
 
     def __init__(self, device: str | None = None) -> None:
         pass
@@ -108,6 +116,20 @@ class Backend:
     def available(cls, device: str | None = None) -> tuple[bool, str]:
         """(True, "") when the backend can run here (on ``device``), else (False, why not)."""
         return True, ""
+
+    @classmethod
+    def canonical_device(cls, device: str | None) -> str:
+        """The one spelling of ``device`` (from a spec) that names a physical device.
+
+        The registry keeps one backend per canonical device, so spellings that name
+        the same device (CuPy: "", "0", ...) share one backend and one generator.
+        """
+        return device or ""
+
+    def activate(self) -> contextlib.AbstractContextManager[Any]:
+        """A ``with`` block in which arrays created without ``device=`` land on this device."""
+        scope = self.device_scope
+        return _NO_SCOPE if scope is None else scope
 
     # -- kernels and randomness, made on first use -----------------------------------
     @property

@@ -49,7 +49,10 @@ class OwnerCache:
             return self.backend
         backend = owner_of(x, self.backend)
         if backend is not None:
-            self.backend, self.array_type = backend, type(x)
+            self.backend = backend
+            # one array type on several devices (CuPy): the type alone does not say which
+            # backend, so such arrays take owner_of's first test (hint.owns) every call
+            self.array_type = type(x) if backend.device_scope is None else None
         return backend
 
 
@@ -73,12 +76,28 @@ def to_numpy(x: Any, copy: bool = False) -> np.ndarray:
     if backend is not None:
         host = backend.to_numpy(x)
     else:
-        try:
-            host = np.from_dlpack(x)
-        except Exception:
-            host = np.asarray(x)
+        host = _from_any_library(x)
     # device copies are already fresh; zero-copy views (DLPack, CPU tensors) are not
     return host.copy() if copy and not host.flags.owndata else host
+
+
+def _from_any_library(x: Any) -> np.ndarray:
+    """An array no started backend owns (any library, any device) on the host, via DLPack.
+
+    ``device="cpu"`` asks the producer to copy GPU memory to the host (NumPy refuses a
+    GPU buffer otherwise, and CuPy refuses the implicit conversion of ``np.asarray``).
+    """
+    try:
+        return np.from_dlpack(x, device="cpu")
+    except (AttributeError, TypeError, BufferError, ValueError, RuntimeError) as dlpack_error:
+        try:
+            return np.asarray(x)
+        except Exception:
+            raise TypeError(
+                f"cannot copy this {describe(x)} to the host: DLPack failed ({dlpack_error}) "
+                "and so did numpy.asarray; pass a NumPy array, or an array of a library "
+                "that supports DLPack"
+            ) from dlpack_error
 
 
 def asarray(x: Any, device: str | Backend | None = None, dtype: Any = None) -> Any:

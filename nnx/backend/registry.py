@@ -145,8 +145,8 @@ def parse_spec(spec: str) -> tuple[str, str]:
 
 
 def started() -> list[Backend]:
-    """The backends started so far (each spec once)."""
-    return list(_instances.values())
+    """The backends started so far (each once, however many spellings name it)."""
+    return list({id(b): b for b in _instances.values()}.values())
 
 
 def get_backend(spec: str | Backend | None = None) -> Backend:
@@ -164,6 +164,12 @@ def get_backend(spec: str | Backend | None = None) -> Backend:
     if key in _instances:
         return _instances[key]
     _discover()
+    canonical = getattr(_factories.get(name), "canonical_device", None)
+    if canonical is not None:
+        # "cupy", "cuda", "cuda:0", "gpu", "cupy:0": one backend (one generator) per device
+        key = (name, canonical(device or None))
+        if key in _instances:
+            return _instances.setdefault((name, device), _instances[key])
     if name not in _factories:
         known = ", ".join(sorted(_factories))
         raise BackendError(
@@ -181,4 +187,5 @@ def get_backend(spec: str | Backend | None = None) -> Backend:
         raise
     except Exception as err:
         raise BackendError(f"backend {spec!r} failed to start: {err}") from err
-    return _instances.setdefault(key, backend)  # two threads starting it: one wins
+    backend = _instances.setdefault(key, backend)  # two threads starting it: one wins
+    return _instances.setdefault((name, device), backend)

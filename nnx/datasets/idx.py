@@ -11,13 +11,13 @@ from __future__ import annotations
 import gzip
 import math
 import os
-import secrets
 import zlib
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
+from ..atomic import atomic_write
 from .errors import DatasetError
 
 __all__ = ["read_idx", "write_idx"]
@@ -146,22 +146,12 @@ def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:
     header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
     payload = np.ascontiguousarray(array, dtype=_CODE_TO_DTYPE[code]).tobytes()
 
-    # A temporary file in the same folder (so os.replace is atomic), created with
-    # open() rather than mkstemp so that it gets the usual umask permissions.
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(tmp, "xb") as out:
-            if path.suffix == ".gz":
-                # mtime=0 and a fixed inner name keep the output reproducible.
-                with gzip.GzipFile(filename=path.stem, mode="wb", fileobj=out, mtime=0) as gz:
-                    gz.write(header)
-                    gz.write(payload)
-            else:
-                out.write(header)
-                out.write(payload)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as out:
+        if path.suffix == ".gz":
+            # mtime=0 and a fixed inner name keep the output reproducible.
+            with gzip.GzipFile(filename=path.stem, mode="wb", fileobj=out, mtime=0) as gz:
+                gz.write(header)
+                gz.write(payload)
+        else:
+            out.write(header)
+            out.write(payload)

@@ -16,6 +16,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,8 +39,8 @@ class IdxDataset:
 
     title: str
     mirrors: tuple[str, ...]
-    #: ``.gz`` file name -> accepted SHA-256 digests of that file.
-    checksums: Mapping[str, tuple[str, ...]]
+    #: ``.gz`` file name -> accepted (SHA-256 digest, size in bytes) pairs of that file.
+    checksums: Mapping[str, tuple[tuple[str, int], ...]]
     system_dirs: tuple[str, ...] = ()
     hint: str = ""
     n_classes: int = 10
@@ -56,16 +57,16 @@ DATASETS: dict[str, IdxDataset] = {
         ),
         checksums={
             "train-images-idx3-ubyte.gz": (
-                "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+                ("440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", 9912422),
             ),
             "train-labels-idx1-ubyte.gz": (
-                "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+                ("3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", 28881),
             ),
             "t10k-images-idx3-ubyte.gz": (
-                "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+                ("8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", 1648877),
             ),
             "t10k-labels-idx1-ubyte.gz": (
-                "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+                ("f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", 4542),
             ),
         },
     ),
@@ -81,26 +82,43 @@ DATASETS: dict[str, IdxDataset] = {
         # the Debian files may also be copied into the cache folder.
         checksums={
             "train-images-idx3-ubyte.gz": (
-                "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
-                "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+                ("3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84", 26421880),
+                ("b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7", 26421856),
             ),
             "train-labels-idx1-ubyte.gz": (
-                "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
-                "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
+                ("a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845", 29515),
+                ("0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056", 29491),
             ),
             "t10k-images-idx3-ubyte.gz": (
-                "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
-                "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+                ("346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073", 4422102),
+                ("cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa", 4422079),
             ),
             "t10k-labels-idx1-ubyte.gz": (
-                "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
-                "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+                ("67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5", 5148),
+                ("8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05", 5125),
             ),
         },
         system_dirs=("/usr/share/datasets/fashion-mnist",),
         hint="On Debian or Ubuntu: sudo apt-get install dataset-fashion-mnist",
     ),
 }
+
+
+def _digests_and_sizes(entry: Any) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """Accepted digests and expected sizes from a digest, a (digest, size) pair or a list of either."""
+    items = [entry] if isinstance(entry, str) or _is_pair(entry) else list(entry)
+    digests = tuple(i if isinstance(i, str) else i[0] for i in items)
+    sizes = tuple(i[1] for i in items if not isinstance(i, str))
+    return digests, sizes
+
+
+def _is_pair(entry: Any) -> bool:
+    return (
+        isinstance(entry, tuple | list)
+        and len(entry) == 2
+        and isinstance(entry[0], str)
+        and isinstance(entry[1], int)
+    )
 
 
 def _find(folder: Path, base: str) -> Path | None:
@@ -146,10 +164,14 @@ def load_idx_dataset(
     root: str | os.PathLike[str] | None = None,
     download: bool = True,
     mirrors: Sequence[str] | None = None,
-    checksums: Mapping[str, str | Sequence[str]] | None = None,
+    checksums: Mapping[str, Any] | None = None,
     system_dirs: Sequence[str | os.PathLike[str]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Load (images, labels) of a DATASETS entry; mirrors/checksums/system_dirs override it."""
+    """Load (images, labels) of a DATASETS entry; mirrors/checksums/system_dirs override it.
+
+    ``checksums`` maps a .gz file name to a digest, a (digest, size) pair, or a
+    list of either; the sizes cap what a download may read.
+    """
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
     if split not in SPLIT_FILES:
@@ -157,7 +179,7 @@ def load_idx_dataset(
     info = DATASETS[name]
     mirrors = list(info.mirrors if mirrors is None else mirrors)
     sums = {
-        k: (v,) if isinstance(v, str) else tuple(v)
+        k: _digests_and_sizes(v)
         for k, v in (info.checksums if checksums is None else checksums).items()
     }
     dirs = [Path(d) for d in (info.system_dirs if system_dirs is None else system_dirs)]
@@ -181,7 +203,7 @@ def load_idx_dataset(
     # 2. The cache folder, if it holds verified files.
     cache = cache_dir(name)
     cached = [cache / g for g in gz_names]
-    if all(p.is_file() and _sha256(p) in sums.get(p.name, ()) for p in cached):
+    if all(p.is_file() and _sha256(p) in sums.get(p.name, ((), ()))[0] for p in cached):
         return _load_pair(info, split, cached[0], cached[1])
 
     # 3. System folders (Debian's package).
@@ -194,7 +216,7 @@ def load_idx_dataset(
     by_hand = (
         f"To install the files by hand, put {' and '.join(gz_names)} in {cache}{os.sep} "
         f"(from {mirrors[0] if mirrors else 'a mirror'}), or pass root= a folder that holds "
-        "them."
+        "them (the examples' --data-dir), or set NNX_DATA to use another cache folder."
     )
     if info.hint:
         by_hand += f" {info.hint}."
@@ -212,7 +234,8 @@ def load_idx_dataset(
         if g not in sums:
             raise ValueError(f"no SHA-256 given for {g}")
         try:
-            paths.append(fetch(g, sums[g], mirrors, cache))
+            digests, sizes = sums[g]
+            paths.append(fetch(g, digests, mirrors, cache, size=sizes or None))
         except DatasetError as e:
             raise DatasetError(f"{info.title} {split} split: {e}\n{by_hand}") from e
     return _load_pair(info, split, paths[0], paths[1])

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -27,6 +28,21 @@ def dtype_name(xp: Any, dtype: Any) -> str:
     return str(dtype)
 
 
+def _on_device(backward: Any) -> Any:
+    """``backward`` run inside its layer's backend device scope (free when it has none)."""
+
+    @functools.wraps(backward)
+    def scoped(self: Layer, dy: Any) -> Any:
+        scope = self.backend.device_scope
+        if scope is None:
+            return backward(self, dy)
+        with scope:
+            return backward(self, dy)
+
+    scoped._nnx_scoped = True  # type: ignore[attr-defined]
+    return scoped
+
+
 class Layer:
     """Base class: explicit forward/backward, train/eval, parameters, devices, state."""
 
@@ -39,11 +55,24 @@ class Layer:
         self._buffers: list[str] = []
         self._saved: tuple[Any, ...] | None = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Run every ``backward`` a subclass defines on its backend's device (see __call__)."""
+        super().__init_subclass__(**kwargs)
+        body = cls.__dict__.get("backward")
+        if body is not None and not getattr(body, "_nnx_scoped", False):
+            cls.backward = _on_device(body)
+            cls._backward_body = body  # Sequential runs its layers' bodies: one scope, not N
+
     # -- running ------------------------------------------------------------------
     def __call__(self, x: Any) -> Any:
-        if not self.backend.owns(x):
+        backend = self.backend
+        if not backend.owns(x):
             raise self._foreign(x)
-        return self.forward(x)
+        scope = backend.device_scope  # CuPy: its cuda.Device, so cuda:1 works; else None
+        if scope is None:
+            return self.forward(x)
+        with scope:
+            return self.forward(x)
 
     def forward(self, x: Any) -> Any:
         """Compute the output; in training mode keep what backward needs."""
@@ -52,6 +81,8 @@ class Layer:
     def backward(self, dy: Any) -> Any:
         """Return d loss / d input and accumulate parameter gradients."""
         raise NotImplementedError
+
+    _backward_body = backward  # the unscoped body of backward (set per subclass)
 
     def _foreign(self, x: Any) -> Exception:
         if not hasattr(x, "shape"):
@@ -219,11 +250,12 @@ class Layer:
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Shape of the output for an input of ``input_shape`` (found by a forward pass)."""
         xp, dtype = self.xp, getattr(self.xp, self.dtype)
-        x = xp.zeros(tuple(input_shape), dtype=dtype, device=self.backend.device)
         was = self.training
         self.eval()
         try:
-            return tuple(self.forward(x).shape)
+            with self.backend.activate():
+                x = xp.zeros(tuple(input_shape), dtype=dtype, device=self.backend.device)
+                return tuple(self.forward(x).shape)
         finally:
             self.train(was)
 
@@ -282,7 +314,7 @@ class Sequential(Layer):
 
     def backward(self, dy: Any) -> Any:
         for layer in self._backward_layers:
-            dy = layer.backward(dy)
+            dy = layer._backward_body(dy)  # this call's device scope is already entered
         return dy if self.requires_input_grad else None
 
     @property

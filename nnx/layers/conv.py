@@ -11,7 +11,7 @@ from typing import Any
 
 from nnx import init
 from nnx.layers.base import Layer, Parameter
-from nnx.window import Pair, pair, to_nchw, window_output
+from nnx.window import Pair, count, pair, to_nchw, window_output
 
 __all__ = ["Conv2d"]
 
@@ -38,10 +38,8 @@ class Conv2d(Layer):
         init_name: init.Initialiser | str = "he_uniform",
     ) -> None:
         super().__init__()
-        if in_channels < 1 or out_channels < 1:
-            raise ValueError(
-                f"Conv2d needs positive channel counts, got {in_channels} -> {out_channels}"
-            )
+        in_channels = count(in_channels, "Conv2d in_channels")
+        out_channels = count(out_channels, "Conv2d out_channels")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = pair(kernel_size, "kernel_size")
         self.stride = pair(stride, "stride")

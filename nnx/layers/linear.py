@@ -6,6 +6,7 @@ from typing import Any
 
 from nnx import init
 from nnx.layers.base import Layer, Parameter
+from nnx.window import count
 
 
 class Linear(Layer):
@@ -23,6 +24,8 @@ class Linear(Layer):
         init_name: init.Initialiser | str = "he_uniform",
     ) -> None:
         super().__init__()
+        in_features = count(in_features, "Linear in_features")
+        out_features = count(out_features, "Linear out_features")
         self.in_features, self.out_features = in_features, out_features
         w = init.draw(init_name, (out_features, in_features), in_features, out_features)
         self.weight = Parameter(self.backend.asarray(w), "weight")

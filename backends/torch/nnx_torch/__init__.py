@@ -43,14 +43,20 @@ class TorchBackend(Backend):
         ok, why = self.available(device)
         if not ok:
             raise BackendError(why)
-        dev = torch.device(device or "cpu")
+        supported = f"nnx-torch supports 'cpu' and 'cuda[:N]', not {device!r}"
+        try:
+            dev = torch.device(device or "cpu")
+        except RuntimeError:
+            raise BackendError(supported) from None
         if dev.type == "cuda":
             index = torch.cuda.current_device() if dev.index is None else dev.index
             if index >= torch.cuda.device_count():
                 raise BackendError(f"CUDA device {index} does not exist for torch")
             dev = torch.device("cuda", index)
-        elif dev.type != "cpu":
-            raise BackendError(f"nnx-torch supports 'cpu' and 'cuda[:N]', not {device!r}")
+        elif dev.type != "cpu" or dev.index not in (None, 0):
+            raise BackendError(supported)  # torch has one CPU device; "cpu:3" is not another
+        else:
+            dev = torch.device("cpu")
         self._torch, self.xp, self.device, self.array_type = torch, xp, dev, torch.Tensor
         super().__init__(device)
 

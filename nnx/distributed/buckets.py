@@ -1,0 +1,81 @@
+"""Flat gradient buckets: many parameters' gradients, one collective.
+
+A bucket is made once (on the first step) and reused: each step copies the
+gradients into it scaled by 1/size, sums it over ranks in one call and hands
+every parameter its slice as the averaged gradient (a view on the host, or on
+the GPU for NCCL; a copy on the device for other host-staged backends).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from nnx.backend import backend_of, to_numpy
+
+
+def _layout(shapes: list[tuple[int, ...]]) -> tuple[list[tuple[int, int, tuple[int, ...]]], int]:
+    """(offset, size, shape) of each gradient in the flat buffer, and the total size."""
+    slots, offset = [], 0
+    for shape in shapes:
+        n = math.prod(shape)
+        slots.append((offset, n, shape))
+        offset += n
+    return slots, offset
+
+
+class HostBucket:
+    """A host NumPy buffer, summed with MPI (the staging path for every backend)."""
+
+    def __init__(self, comm: Any, shapes: list[tuple[int, ...]], dtype: str) -> None:
+        self.comm = comm
+        self.slots, total = _layout(shapes)
+        self.buffer = np.empty(total, dtype=dtype)
+
+    def average(self, grads: list[Any], owners: list[Any]) -> list[Any]:
+        """Mean over ranks of ``grads`` (None counts as zeros), one array per gradient.
+
+        ``owners`` are the parameter values: the results go to their devices.
+        """
+        buf = self.buffer
+        scale = buf.dtype.type(1.0 / self.comm.size)  # scaled while packing: one pass, not two
+        for (offset, n, _), g in zip(self.slots, grads, strict=True):
+            if g is None:
+                buf[offset : offset + n] = 0
+            else:
+                np.multiply(to_numpy(g).reshape(-1), scale, out=buf[offset : offset + n])
+        self.comm.allreduce_host_(buf)
+        return [
+            _to_owner_device(buf[offset : offset + n].reshape(shape), owner)
+            for (offset, n, shape), owner in zip(self.slots, owners, strict=True)
+        ]
+
+
+def _to_owner_device(host: np.ndarray, owner: Any) -> Any:
+    """A NumPy parameter gets the bucket's view (no copy); others a copy on their device."""
+    if isinstance(owner, np.ndarray):
+        return host
+    return backend_of(owner).asarray(host, host.dtype.name)
+
+
+class DeviceBucket:
+    """A flat array on the gradients' device, summed in place by a device collective (NCCL)."""
+
+    def __init__(self, comm: Any, like: Any, shapes: list[tuple[int, ...]], dtype: Any) -> None:
+        import array_api_compat
+
+        self.comm = comm
+        self.xp = array_api_compat.array_namespace(like)
+        self.slots, total = _layout(shapes)
+        self.buffer = self.xp.empty((total,), dtype=dtype, device=array_api_compat.device(like))
+
+    def average(self, grads: list[Any], owners: list[Any]) -> list[Any]:
+        """Mean over ranks of ``grads`` (None counts as zeros), as views of the bucket."""
+        xp, buf = self.xp, self.buffer
+        for (offset, n, _), g in zip(self.slots, grads, strict=True):
+            buf[offset : offset + n] = 0 if g is None else xp.reshape(g, (-1,))
+        self.comm.allreduce_device_(buf)
+        buf *= 1.0 / self.comm.size
+        return [xp.reshape(buf[offset : offset + n], shape) for offset, n, shape in self.slots]
