@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from nnx.atomic import atomic_write
 from nnx.backend import to_numpy
 from nnx.layers import (
     GELU,
@@ -259,7 +258,8 @@ def export(
         producer_version=_version(),
     )
     onnx.checker.check_model(proto, full_check=True)
-    _write_atomically(Path(path), proto.SerializeToString())
+    with atomic_write(path) as f:  # a temporary file, renamed into place when complete
+        f.write(proto.SerializeToString())
     return proto
 
 
@@ -267,18 +267,3 @@ def _version() -> str:
     import nnx
 
     return str(getattr(nnx, "__version__", ""))
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
