@@ -5,7 +5,7 @@ supplies; ``nnx.use("cuda")`` (or ``NNX_BACKEND=cupy``, or ``model.to("cuda")``)
 moves the same code from NumPy to CuPy or to any registered plugin.
 """
 
-from nnx import datasets, distributed, init, losses, optim
+from nnx import datasets, distributed, init, losses, onnx, optim
 from nnx.backend import (
     Backend,
     BackendError,
@@ -27,6 +27,7 @@ from nnx.io import CheckpointError, load, save
 from nnx.layers import *  # noqa: F403  (every layer, listed in nnx.layers.__all__)
 from nnx.layers import __all__ as _layers
 from nnx.losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+from nnx.onnx import export as export_onnx
 from nnx.train import EarlyStopping, History, evaluate, fit, predict
 
 __version__ = "0.1.0"
@@ -49,6 +50,7 @@ __all__ = [
     "datasets",
     "distributed",
     "evaluate",
+    "export_onnx",
     "fit",
     "get_num_threads",
     "load",
@@ -60,6 +62,7 @@ __all__ = [
     "init",
     "losses",
     "manual_seed",
+    "onnx",
     "optim",
     "register_backend",
     "to_numpy",

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import nnx
 from nnx.datasets import write_idx
+from tests.helpers import host
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
@@ -41,9 +43,12 @@ def test_mnist_example_trains_saves_and_resumes(backend, tiny_mnist, tmp_path, m
     out = capsys.readouterr().out
     assert "Total params" in out and "epoch  3" in out and ckpt.exists()
     assert scores["test_accuracy"] > 0.3  # ten classes: chance is 0.1
-    mnist.main([*common, "--epochs", "1", "--resume", str(ckpt), "--device", "numpy"])
+    exported = tmp_path / "run.onnx"
+    mnist.main([*common, "--epochs", "1", "--resume", str(ckpt), "--device", "numpy",
+                "--onnx", str(exported)])  # fmt: skip
     out = capsys.readouterr().out
     assert f"saved on {backend.spec}" in out and "epoch  4" in out
+    assert f"ONNX model: {exported}" in out and exported.stat().st_size > 1000
 
 
 def test_mnist_example_reports_missing_data(tmp_path):
@@ -61,3 +66,44 @@ def test_xor_cli_reaches_full_accuracy():
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert "accuracy 100%" in result.stdout
+
+
+def test_cnn_bn_builds_and_takes_one_training_step(backend):
+    model = mnist.build("cnn-bn")
+    assert model.output_shape((2, 1, 28, 28)) == (2, 10)
+    assert sum(isinstance(layer, nnx.BatchNorm2d) for layer in model.layers()) == 3
+    optimizer = mnist.optimizer_for("cnn-bn", model, 0.003)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (8, 28, 28)).astype(np.uint8)
+    labels = rng.integers(0, 10, 8)
+    loader = mnist.AugmentedLoader(images, labels, batch_size=8, shape=(1, 28, 28),
+                                   normalize=mnist.STATS["fashion-mnist"], device=backend)  # fmt: skip
+    ((x, y),) = list(loader)
+    before = [host(p.value).copy() for p in model.parameters()]
+    loss_fn = nnx.CrossEntropyLoss(label_smoothing=0.1)
+    loss = loss_fn(model(x), y)
+    optimizer.zero_grad()
+    model.backward(loss_fn.backward())
+    optimizer.step()
+    assert np.isfinite(float(host(loss))) and float(host(loss)) > 1.0  # ~ln(10) at the start
+    after = [host(p.value) for p in model.parameters()]
+    assert all(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_augmentation_flips_and_shifts_whole_images(backend):
+    rng = np.random.default_rng(1)
+    images = rng.integers(1, 256, (16, 28, 28)).astype(np.uint8)  # no zero pixels
+    loader = mnist.AugmentedLoader(images, batch_size=16, shape=(1, 28, 28), shift=2,
+                                   scale=1.0, device=backend)  # fmt: skip
+    ((x, _),) = list(loader)
+    x = host(x)[:, 0]
+    for image, out in zip(images.astype(np.float32), x, strict=True):
+        # find the shift: the output is the (maybe mirrored) image moved by (dy, dx), zero-filled
+        matches = []
+        for candidate in (image, image[:, ::-1]):
+            padded = np.pad(candidate, 2)
+            for dy in range(5):
+                for dx in range(5):
+                    if np.array_equal(padded[dy : dy + 28, dx : dx + 28], out):
+                        matches.append((dy, dx))
+        assert matches, "an augmented image is not a shifted (mirrored) copy of its original"

@@ -29,6 +29,7 @@ from nnx.backend.ops import Ops
 from nnx.backend.registry import (
     ENTRY_POINT_GROUP,
     BackendInfo,
+    BackendTable,
     availability,
     backends,
     get_backend,
@@ -43,6 +44,7 @@ __all__ = [
     "Backend",
     "BackendError",
     "BackendInfo",
+    "BackendTable",
     "CupyBackend",
     "CupyGenerator",
     "ENTRY_POINT_GROUP",

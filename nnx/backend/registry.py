@@ -21,6 +21,26 @@ class BackendInfo:
     reason: str
     source: str
 
+    def __repr__(self) -> str:
+        state = "available" if self.available else f"unavailable: {self.reason}"
+        return f"<backend {self.name}: {state} [{self.source}]>"
+
+
+class BackendTable(list):
+    """The rows of :func:`backends`: a list of BackendInfo that prints as an aligned table."""
+
+    def lines(self) -> list[str]:
+        """One line per backend: name, available or why not, where it comes from."""
+        width = max((len(row.name) for row in self), default=0)
+        out = []
+        for row in self:
+            state = "available" if row.available else f"unavailable: {row.reason}"
+            out.append(f"{row.name:<{width}}  {state}  [{row.source}]")
+        return out
+
+    def __repr__(self) -> str:
+        return "\n".join(self.lines())
+
 
 _factories: dict[str, Callable[..., Backend]] = {}
 _sources: dict[str, str] = {}
@@ -100,10 +120,14 @@ def availability(spec: str) -> tuple[bool, str]:
     return _available(_factories[name], device)
 
 
-def backends() -> list[BackendInfo]:
-    """Every known backend, whether it is available here, and why not."""
+def backends() -> BackendTable:
+    """Every known backend, whether it is available here, and why not (prints as a table).
+
+    Cheap: a backend's ``available()`` without a device must not import its
+    library (see docs/adding-a-backend.md), so listing takes milliseconds.
+    """
     _discover()
-    rows = []
+    rows = BackendTable()
     for name, factory in list(_factories.items()):
         ok, why = _available(factory)
         rows.append(BackendInfo(name, ok, why, _sources[name]))

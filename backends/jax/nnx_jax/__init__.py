@@ -6,6 +6,8 @@ backend turns on ``jax_enable_x64`` (for float64 gradchecks); nnx names float32 
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from typing import Any
 
 import numpy as np
@@ -18,6 +20,9 @@ def _parse(device: str | None) -> tuple[str, int]:
     return ("gpu" if kind == "cuda" else kind), int(index or 0)
 
 
+_NOT_INSTALLED = "JAX is not installed: pip install jax (or 'jax[cuda12]')"
+
+
 class JaxBackend(Backend):
     """jax.numpy on one JAX device."""
 
@@ -25,10 +30,15 @@ class JaxBackend(Backend):
 
     @classmethod
     def available(cls, device: str | None = None) -> tuple[bool, str]:
+        if not device and "jax" not in sys.modules:
+            # importing jax takes a second: for its default (CPU) device, finding it is enough
+            if importlib.util.find_spec("jax") is None:
+                return False, _NOT_INSTALLED
+            return True, ""
         try:
             import jax
         except ImportError:
-            return False, "JAX is not installed: pip install jax (or 'jax[cuda12]')"
+            return False, _NOT_INSTALLED
         kind, index = _parse(device)
         try:
             count = len(jax.devices(kind))

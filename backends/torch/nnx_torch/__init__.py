@@ -5,11 +5,15 @@ Only tensors are used (no autograd): nnx's own backward runs on torch's kernels.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from typing import Any
 
 import numpy as np
 
 from nnx.backend import Backend, BackendError, Generator
+
+_NOT_INSTALLED = "PyTorch is not installed: see https://pytorch.org/get-started"
 
 
 class TorchBackend(Backend):
@@ -19,10 +23,15 @@ class TorchBackend(Backend):
 
     @classmethod
     def available(cls, device: str | None = None) -> tuple[bool, str]:
+        if not (device or "").startswith("cuda") and "torch" not in sys.modules:
+            # importing torch takes seconds: for the CPU, finding it is enough
+            if importlib.util.find_spec("torch") is None:
+                return False, _NOT_INSTALLED
+            return True, ""
         try:
             import torch
         except ImportError:
-            return False, "PyTorch is not installed: see https://pytorch.org/get-started"
+            return False, _NOT_INSTALLED
         if device and device.startswith("cuda") and not torch.cuda.is_available():
             return False, f"torch {torch.__version__} sees no CUDA device"
         return True, ""
