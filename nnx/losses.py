@@ -13,17 +13,6 @@ from nnx.backend.ops import Ops
 
 REDUCTIONS = ("mean", "sum")
 LABEL_CHECKS = ("auto", "every_batch", "deferred")
-_ACCELERATOR_WORDS = ("cuda", "gpu", "tpu", "mps", "rocm", "xpu")
-
-
-def _on_accelerator(x: Any) -> bool:
-    """True when ``x`` lives in accelerator memory (reading it back would wait for the device)."""
-    if type(x) is np.ndarray:  # the common CPU case, checked every batch: no device lookup
-        return False
-    if array_api_compat.is_cupy_array(x):
-        return True
-    device = str(array_api_compat.device(x)).lower()
-    return any(word in device for word in _ACCELERATOR_WORDS)
 
 
 class Loss:
@@ -135,8 +124,9 @@ class CrossEntropyLoss(Loss):
     ``[0, C)`` (else ValueError naming the value).  Where the range is checked
     (``check_labels``):
 
-    - ``"auto"`` (default): labels in host memory (NumPy, array-api-strict,
-      torch and JAX on the CPU) are checked every batch, and the error names the
+    - ``"auto"`` (default): labels in host memory (the backend's
+      ``host_memory``: NumPy, array-api-strict, torch and JAX on the CPU) are
+      checked every batch, and the error names the
       value and its position in the batch; labels on an accelerator (CuPy,
       torch/JAX on a GPU) are checked as ``"deferred"``, so that no step waits
       for the device;
@@ -212,7 +202,7 @@ class CrossEntropyLoss(Loss):
     def _check_range(self, xp: Any, target: Any, c: int) -> None:
         mode = self.check_labels
         if mode == "auto":
-            mode = "deferred" if _on_accelerator(target) else "every_batch"
+            mode = "every_batch" if self.backend.host_memory else "deferred"
         if mode == "every_batch":
             host = to_numpy(target)
             bad = np.flatnonzero((host < 0) | (host >= c))

@@ -42,8 +42,24 @@ def logits_and_labels(backend, labels, c=10, n=None):
 def test_out_of_range_label_names_value_and_position(backend, bad, position):
     pred, target = logits_and_labels(backend, bad)
     value = bad[position]
+    # the default checks every batch where labels live in host memory; on a GPU
+    # (the CuPy stand-in) the immediate check is asked for by name
+    loss_fn = nnx.CrossEntropyLoss(check_labels="auto" if backend.host_memory else "every_batch")
     with pytest.raises(ValueError, match=rf"label {value} at position {position} .*\[0, 10\)"):
-        nnx.CrossEntropyLoss()(pred, target)
+        loss_fn(pred, target)
+
+
+def test_the_default_label_check_follows_the_backends_memory(backend):
+    """auto: an immediate check in host memory, a deferred one on a GPU (no sync per step)."""
+    pred, target = logits_and_labels(backend, [0, 12, 3])
+    loss_fn = nnx.CrossEntropyLoss()
+    if backend.host_memory:
+        with pytest.raises(ValueError, match="label 12 at position 1"):
+            loss_fn(pred, target)
+    else:
+        loss_fn(pred, target)  # nothing read back yet
+        with pytest.raises(ValueError, match=r"label 12 is outside \[0, 10\)"):
+            loss_fn.check_pending_labels()
 
 
 def test_deferred_label_check_reads_one_flag(backend):
@@ -209,7 +225,7 @@ def test_divergence_restores_early_stoppings_best_model(backend):
 
 def test_on_an_accelerator_the_label_check_waits_for_fit_to_read(backend, monkeypatch):
     """The GPU path, on any backend: no read per batch; fit reads the flag every log_every steps."""
-    monkeypatch.setattr(nnx.losses, "_on_accelerator", lambda x: True)
+    monkeypatch.setattr(backend, "host_memory", False)  # as on a GPU
     x, y = blobs(64)
     y[37] = 7
     batches = [

@@ -107,6 +107,9 @@ class Backend:
     #: (CuPy: its ``cuda.Device``), entered around the work nnx does on the backend; None
     #: when arrays created without ``device=`` land on the right device anyway (the CPU)
     device_scope: Any = None
+    #: True when arrays live in host memory, so reading one back waits for no device
+    #: (checks such as the label range may then run every batch); False on a GPU
+    host_memory: bool = True
 
     def __init__(self, device: str | None = None) -> None:
         pass

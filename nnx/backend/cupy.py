@@ -137,6 +137,7 @@ class CupyBackend(Backend):
         cupy = self._cupy = self.module()
         self.device = cupy.cuda.Device(device_index(device))
         self.device_scope = self.device  # a cuda.Device is a re-entrant context manager
+        self.host_memory = False
         self.array_type = cupy.ndarray
         with self.device:
             self.xp = self.namespace(cupy)

@@ -59,6 +59,7 @@ class JaxBackend(Backend):
         kind, index = _parse(device)
         self._jax, self.xp, self.device = jax, jnp, jax.devices(kind)[index]
         self.array_type = type(jnp.zeros(0, device=self.device))
+        self.host_memory = self.device.platform == "cpu"
         super().__init__(device)
 
     def asarray(self, host: Any, dtype: Any = None) -> Any:

@@ -58,6 +58,7 @@ class TorchBackend(Backend):
         else:
             dev = torch.device("cpu")
         self._torch, self.xp, self.device, self.array_type = torch, xp, dev, torch.Tensor
+        self.host_memory = dev.type == "cpu"
         super().__init__(device)
 
     def asarray(self, host: Any, dtype: Any = None) -> Any:
