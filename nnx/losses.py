@@ -214,8 +214,12 @@ class CrossEntropyLoss(Loss):
                 )
             return
         low, high = xp.min(target), xp.max(target)  # stay on the device: no sync
-        if self._pending is not None and self._pending[2] == c:
-            low, high = xp.minimum(low, self._pending[0]), xp.maximum(high, self._pending[1])
+        pending = self._pending
+        if pending is not None and (pending[2] != c or not self.backend.owns(pending[0])):
+            self.check_pending_labels()  # another class count or device: read it before mixing
+            pending = None
+        if pending is not None:
+            low, high = xp.minimum(low, pending[0]), xp.maximum(high, pending[1])
         self._pending = (low, high, c)
 
     def check_pending_labels(self) -> None:

@@ -62,6 +62,13 @@ def test_the_default_label_check_follows_the_backends_memory(backend):
             loss_fn.check_pending_labels()
 
 
+def test_a_deferred_bad_label_is_not_lost_when_the_class_count_changes(backend):
+    loss_fn = nnx.CrossEntropyLoss(check_labels="deferred")
+    loss_fn(*logits_and_labels(backend, [0, 12, 3]))  # bad for 10 classes: no read yet
+    with pytest.raises(ValueError, match=r"label 12 is outside \[0, 10\)"):
+        loss_fn(*logits_and_labels(backend, [0, 1, 2], c=3))  # read before mixing counts
+
+
 def test_deferred_label_check_reads_one_flag(backend):
     loss_fn = nnx.CrossEntropyLoss(check_labels="deferred")
     pred, good = logits_and_labels(backend, [0, 9, 3])
