@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import BACKENDS
-from helpers import host
+from helpers import host, write_tiny_mnist
 
 import nnx
 
@@ -295,16 +295,7 @@ def test_one_rank_nccl_job_matches_one_process(tmp_path):
 
 @needs_mpi
 def test_mnist_example_distributed_prints_once_saves_once_and_resumes(tmp_path):
-    from nnx.datasets import write_idx
-
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 256), ("t10k", 64)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
-        for i, c in enumerate(labels):
-            images[i, 2 * c : 2 * c + 6, 4:10] = 255  # the class is where the square is
-        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    write_tiny_mnist(tmp_path)
     ckpt = tmp_path / "run.npz"
     example = [sys.executable, str(ROOT / "examples" / "mnist.py"), "--distributed",
                "--dataset", "mnist", "--data-dir", str(tmp_path), "--batch-size", "32",

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 import nnx
-from nnx.datasets import write_idx
-from tests.helpers import host
+from tests.helpers import host, write_tiny_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
@@ -22,16 +21,7 @@ import mnist  # noqa: E402
 @pytest.fixture(scope="module")
 def tiny_mnist(tmp_path_factory):
     """A 256/64-sample data set in the four IDX files, classes drawn as bright squares."""
-    folder = tmp_path_factory.mktemp("tiny-mnist")
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 256), ("t10k", 64)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
-        for i, c in enumerate(labels):
-            images[i, 2 * c : 2 * c + 6, 4:10] = 255  # the class is where the square is
-        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    return folder
+    return write_tiny_mnist(tmp_path_factory.mktemp("tiny-mnist"))
 
 
 @pytest.mark.parametrize("model", ["mlp", "cnn"])

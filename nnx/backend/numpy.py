@@ -135,23 +135,6 @@ class NumpyOps(ThreadedKernels):
             lambda i, j, cs: d[:, cs, i, j], shape, kernel, stride, padding, False
         )
 
-    def col2im_matmul(
-        self,
-        wt: Any,
-        dy: Any,
-        shape: tuple[int, ...],
-        kernel: Pair,
-        stride: Pair,
-        padding: Pair,
-        batch_last: bool = True,
-    ) -> Any:
-        """``col2im(wt @ dy)``: one matmul on all BLAS threads, then the threaded col2im.
-
-        (One matmul per kernel offset keeps each piece in cache but runs kh*kw
-        tiny, badly shaped GEMMs, and BLAS cannot be called from the pool's threads.)
-        """
-        return self.col2im(wt @ dy, shape, kernel, stride, padding, batch_last)
-
     def _sum_windows(
         self,
         piece: Callable[[int, int, slice], Any],

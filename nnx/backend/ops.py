@@ -107,7 +107,11 @@ class Ops:
         padding: Pair,
         batch_last: bool = True,
     ) -> Any:
-        """``col2im(wt @ dy, ...)``: a convolution's input gradient (a backend may fuse it)."""
+        """``col2im(wt @ dy, ...)``: a convolution's input gradient (a backend may fuse it).
+
+        NumPy keeps this default: one matmul on all BLAS threads beats kh*kw small,
+        badly shaped GEMMs, which the kernel thread pool could not run either.
+        """
         return self.col2im(wt @ dy, shape, kernel, stride, padding, batch_last)
 
     def conv_output(
