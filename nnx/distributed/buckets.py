@@ -1,7 +1,8 @@
 """Flat gradient buckets: many parameters' gradients, one collective.
 
 A bucket is made once (on the first step) and reused: each step copies the
-gradients into it scaled by 1/size, sums it over ranks in one call and hands
+gradients into it scaled by 1/size, sums it over ranks in one call (on the
+host into a second buffer: MPI's out-of-place allreduce is faster) and hands
 every parameter its slice as the averaged gradient (a view on the host, or on
 the GPU for NCCL; a copy on the device for other host-staged backends).
 """
@@ -32,23 +33,24 @@ class HostBucket:
     def __init__(self, comm: Any, shapes: list[tuple[int, ...]], dtype: str) -> None:
         self.comm = comm
         self.slots, total = _layout(shapes)
-        self.buffer = np.empty(total, dtype=dtype)
+        self.send = np.empty(total, dtype=dtype)
+        self.buffer = np.empty(total, dtype=dtype)  # the sums; parameters' gradients view it
 
     def average(self, grads: list[Any], owners: list[Any]) -> list[Any]:
         """Mean over ranks of ``grads`` (None counts as zeros), one array per gradient.
 
         ``owners`` are the parameter values: the results go to their devices.
         """
-        buf = self.buffer
+        buf = self.send
         scale = buf.dtype.type(1.0 / self.comm.size)  # scaled while packing: one pass, not two
         for (offset, n, _), g in zip(self.slots, grads, strict=True):
             if g is None:
                 buf[offset : offset + n] = 0
             else:
                 np.multiply(to_numpy(g).reshape(-1), scale, out=buf[offset : offset + n])
-        self.comm.allreduce_host_(buf)
+        self.comm.allreduce_host_(self.buffer, send=buf)
         return [
-            _to_owner_device(buf[offset : offset + n].reshape(shape), owner)
+            _to_owner_device(self.buffer[offset : offset + n].reshape(shape), owner)
             for (offset, n, shape), owner in zip(self.slots, owners, strict=True)
         ]
 
