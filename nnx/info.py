@@ -2,7 +2,8 @@
 
 Versions (nnx, Python, NumPy, array-api-compat), every registered backend and
 whether it runs here (and why not), the GPUs CuPy sees (name, memory, CUDA
-runtime and driver versions), the BLAS library with its kernel and threads
+runtime and driver versions), the NumPy backend's kernel table (numba loops or
+not), the BLAS library with its kernel and threads
 (through threadpoolctl when installed), and the data cache folder with the
 data sets found there or in Debian's folder. Meant to be pasted into a bug
 report; it only reads, and exits 0 on a machine without a GPU.
@@ -75,6 +76,16 @@ def _cuda_version(code: int) -> str:
     return f"{code // 1000}.{code % 1000 // 10}"
 
 
+def kernel_lines() -> list[str]:
+    """Which kernel table the NumPy backend uses (numba loops or NumPy only) and its threads."""
+    from nnx.backend.jit import jit_status
+    from nnx.backend.threads import get_num_threads
+
+    on, why = jit_status()
+    table = f"JitOps (numba loops, {why})" if on else f"NumpyOps ({why})"
+    return [f"numpy backend: {table}", f"nnx kernel threads: {get_num_threads()}"]
+
+
 def blas_lines() -> list[str]:
     """The BLAS (and OpenMP) libraries NumPy loaded, their kernel and thread counts."""
     try:
@@ -118,6 +129,7 @@ def report() -> str:
     sections: list[tuple[str, Any]] = [
         ("Backends", backend_lines),
         ("GPUs", gpu_lines),
+        ("Kernels", kernel_lines),
         ("BLAS", blas_lines),
         ("Data", data_lines),
     ]

@@ -135,9 +135,10 @@ def test_quick_ddp_case_runs_and_two_ranks_learn_like_one(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     configs = json.loads(out.read_text())["ddp"]["configs"]
-    assert set(configs) == {"1x1", "1x2", "2x1"}
+    assert set(configs) == {"1x1", "1x2", "2x1", "2x1w"}
     assert abs(configs["2x1"]["accuracy"] - configs["1x1"]["accuracy"]) < 0.03
     assert configs["2x1"]["allreduce_ms_per_step"] > 0
+    assert configs["2x1w"]["allreduce_ms_per_step"] > 0
     assert "2 ranks x 1 thread" in proc.stdout
 
 

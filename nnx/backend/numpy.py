@@ -204,7 +204,13 @@ class NumpyBackend(Backend):
     xp = array_api_compat.array_namespace(numpy.empty(0))
     device = "cpu"
     array_type = numpy.ndarray
-    ops_class = NumpyOps
+
+    @property
+    def ops_class(self) -> type[NumpyOps]:  # type: ignore[override]
+        """JitOps (numba loops, the ``nnx[jit]`` extra) when installed and not off, else NumpyOps."""
+        from nnx.backend.jit import numpy_ops_class
+
+        return numpy_ops_class()
 
     def __init__(self, device: str | None = None) -> None:
         if device not in (None, "", "cpu"):

@@ -1,0 +1,118 @@
+"""JitOps: the NumPy kernel table with numba loops where one pass beats several ufunc sweeps.
+
+Installed with the ``nnx[jit]`` extra (numba); without it the NumPy backend uses
+:class:`~nnx.backend.numpy.NumpyOps`, which stays complete and is tested on its
+own.  ``NNX_JIT=0`` turns the loops off; ``NNX_JIT=1`` insists on them (an error
+naming the extra if numba is missing).  The loops take C-contiguous float32 or
+float64 arrays; anything else (views, other dtypes) goes to the NumPy kernels.
+They give the portable defaults' results bit for bit (see
+:mod:`nnx.backend.jit_kernels`), which the conformance kit checks.
+
+What one pass buys (``python benchmarks/kernels.py`` times each kernel both
+ways): the SGD momentum step reads and writes each array once instead of five
+sweeps with a temporary; the ReLU backward skips building a 0/1 mask; col2im
+adds every window offset in one loop instead of kh*kw strided ufunc calls.
+Max-pooling stays with NumPy: its strided gathers do not vectorise in numba
+and ran 2-3x slower than NumPy's copies and ``maximum``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy
+
+from nnx.backend.numpy import NumpyOps
+from nnx.window import Pair, output_size
+
+ENV = "NNX_JIT"
+FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+
+
+def jit_status() -> tuple[bool, str]:
+    """``(on, why)``: whether the NumPy backend runs the numba loops, and why (or why not)."""
+    env = os.environ.get(ENV, "").strip().lower()
+    if env in ("0", "false", "off", "no"):
+        return False, f"{ENV}={env}"
+    if env not in ("", "1", "true", "on", "yes"):
+        raise ValueError(f"{ENV} must be 0 or 1, got {os.environ[ENV]!r}; unset it or set {ENV}=0")
+    try:
+        import numba
+    except ImportError:
+        if env:
+            raise ImportError(
+                f"{ENV}={env} asks for nnx's numba kernels but numba is not installed: "
+                "pip install 'nnx[jit]' (or unset NNX_JIT)"
+            ) from None
+        return False, "numba is not installed (pip install 'nnx[jit]')"
+    return True, f"numba {numba.__version__}"
+
+
+def numpy_ops_class() -> type[NumpyOps]:
+    """JitOps when numba is installed and not turned off, else NumpyOps."""
+    return JitOps if jit_status()[0] else NumpyOps
+
+
+def _plain(*arrays: Any) -> bool:
+    """Whether the loops take these arrays: NumPy, C-contiguous, all of one float dtype."""
+    dtype = arrays[0].dtype
+    return dtype in FLOATS and all(
+        isinstance(a, numpy.ndarray) and a.dtype == dtype and a.flags.c_contiguous for a in arrays
+    )
+
+
+class JitOps(NumpyOps):
+    """NumpyOps with numba loops for the SGD-momentum step, the ReLU backward and col2im."""
+
+    def __init__(self, xp: Any, device: Any = None) -> None:
+        super().__init__(xp, device)
+        from nnx.backend import jit_kernels  # imports numba: only when this table is made
+
+        self.k = jit_kernels
+
+    def momentum_step(
+        self, value: Any, buf: Any, g: Any, momentum: Any, lr: float
+    ) -> tuple[Any, Any]:
+        """Both SGD-momentum sweeps in one loop (bit-identical to the NumPy kernels)."""
+        if not (_plain(value, buf, g) and value.shape == buf.shape == g.shape) or not (
+            value.flags.writeable and buf.flags.writeable
+        ):
+            return super().momentum_step(value, buf, g, momentum, lr)
+        t = value.dtype.type
+        self.k.momentum_step(value.reshape(-1), buf.reshape(-1), g.reshape(-1), t(momentum), t(lr))
+        return value, buf
+
+    def relu_backward(self, dy: Any, y: Any) -> Any:
+        """``dy * (y > 0)`` in one loop."""
+        if not (_plain(dy, y) and dy.shape == y.shape):
+            return super().relu_backward(dy, y)
+        out = numpy.empty(dy.shape, dtype=dy.dtype)
+        self.k.relu_backward(dy.reshape(-1), y.reshape(-1), out.reshape(-1))
+        return out
+
+    def col2im(
+        self,
+        cols: Any,
+        shape: tuple[int, ...],
+        kernel: Pair,
+        stride: Pair,
+        padding: Pair,
+        batch_last: bool = True,
+    ) -> Any:
+        """Every window offset added in one loop into a padded buffer, then cropped to NCHW."""
+        if not _plain(cols):
+            return super().col2im(cols, shape, kernel, stride, padding, batch_last)
+        (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+        n, c, h, w = shape
+        oh, ow = output_size((h, w), kernel, stride, padding)
+        hp, wp = h + 2 * ph, w + 2 * pw
+        if batch_last:
+            buf = numpy.zeros((c, hp, wp, n), dtype=cols.dtype)
+            self.k.col2im_batch_last(cols.reshape(c, kh, kw, oh, ow, n), buf, sh, sw)
+            crop = buf[:, ph : ph + h, pw : pw + w, :].transpose(3, 0, 1, 2)
+        else:
+            buf = numpy.zeros((n, c, hp, wp), dtype=cols.dtype)
+            self.k.col2im_batch_outer(cols.reshape(c, kh, kw, n, oh, ow), buf, sh, sw)
+            crop = buf[:, :, ph : ph + h, pw : pw + w]
+        return numpy.ascontiguousarray(crop)

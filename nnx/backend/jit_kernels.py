@@ -1,0 +1,61 @@
+"""Numba loops behind :class:`~nnx.backend.jit.JitOps` (imported only when numba is installed).
+
+Each loop does in one pass over memory what the NumPy kernel does in several
+ufunc sweeps, and does the arithmetic in the same order, so results match the
+portable defaults exactly (no ``fastmath``: no reassociation, no fused
+multiply-add).  Arguments are C-contiguous arrays of one float dtype; JitOps
+checks that and hands anything else to the NumPy kernels.  Compiled on first
+use and cached on disk (``cache=True``).
+"""
+
+from __future__ import annotations
+
+import numba
+
+jit = numba.njit(cache=True, nogil=True, boundscheck=False)
+
+
+@jit
+def momentum_step(value, buf, g, momentum, lr):  # pragma: no cover - compiled
+    """buf = buf * momentum + g; value -= lr * buf (flat arrays, in place)."""
+    for i in range(value.size):
+        b = buf[i] * momentum + g[i]
+        buf[i] = b
+        value[i] -= lr * b
+
+
+@jit
+def relu_backward(dy, y, out):  # pragma: no cover - compiled
+    """out = dy * (y > 0), the 0/1 mask multiplied in as the default does (NaN * 0 is NaN)."""
+    zero, one = dy.dtype.type(0), dy.dtype.type(1)
+    for i in range(dy.size):
+        out[i] = dy[i] * (one if y[i] > 0 else zero)
+
+
+@jit
+def col2im_batch_last(cols, buf, sh, sw):  # pragma: no cover - compiled
+    """buf[c, i+sh*y, j+sw*x, :] += cols[c, i, j, y, x, :] (buf: padded (C, Hp, Wp, N), zeroed)."""
+    c, kh, kw, oh, ow, n = cols.shape
+    for q in range(c):
+        for i in range(kh):
+            for j in range(kw):
+                for y in range(oh):
+                    r = i + sh * y
+                    for x in range(ow):
+                        s = j + sw * x
+                        for p in range(n):
+                            buf[q, r, s, p] += cols[q, i, j, y, x, p]
+
+
+@jit
+def col2im_batch_outer(cols, buf, sh, sw):  # pragma: no cover - compiled
+    """buf[n, c, i+sh*y, j+sw*x] += cols[c, i, j, n, y, x] (buf: padded NCHW, zeroed)."""
+    c, kh, kw, n, oh, ow = cols.shape
+    for q in range(c):
+        for i in range(kh):
+            for j in range(kw):
+                for p in range(n):
+                    for y in range(oh):
+                        r = i + sh * y
+                        for x in range(ow):
+                            buf[p, q, r, j + sw * x] += cols[q, i, j, p, y, x]

@@ -1,0 +1,133 @@
+"""The NumPy backend's two kernel tables: NumpyOps (NumPy only) and JitOps (numba loops).
+
+With numba installed (the ``nnx[jit]`` extra) the ``numpy`` backend of every other
+test runs JitOps; the whole conformance kit runs here on NumpyOps too, so the
+NumPy-only path stays complete and checked either way.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import nnx
+from nnx.backend import NumpyBackend, NumpyOps, registry
+from nnx.backend.jit import JitOps, jit_status, numpy_ops_class
+from nnx.testing import check_backend
+
+try:
+    import numba  # noqa: F401
+
+    HAVE_NUMBA = True
+except ImportError:
+    HAVE_NUMBA = False
+
+needs_numba = pytest.mark.skipif(not HAVE_NUMBA, reason="numba is not installed (nnx[jit])")
+
+
+class PlainNumpy(NumpyBackend):
+    """The numpy backend with the NumPy-only kernel table, whatever is installed."""
+
+    name = "numpy_plain"
+    ops_class = NumpyOps  # type: ignore[assignment]
+
+
+class JitNumpy(NumpyBackend):
+    """The numpy backend with the numba kernel table."""
+
+    name = "numpy_jit"
+    ops_class = JitOps  # type: ignore[assignment]
+
+
+@pytest.fixture
+def registered(monkeypatch):
+    """PlainNumpy registered as ``numpy_plain`` for the test (the registry is restored)."""
+    for attr in ("_factories", "_sources", "_instances"):
+        monkeypatch.setattr(registry, attr, dict(getattr(registry, attr)))
+    nnx.register_backend("numpy_plain", PlainNumpy, source="test")
+
+
+def test_the_numpy_only_table_passes_the_whole_kit(registered):
+    report = check_backend("numpy_plain")
+    assert type(nnx.get_backend("numpy_plain").ops) is NumpyOps
+    assert report.ok, str(report)
+
+
+@needs_numba
+def test_the_numba_table_matches_the_portable_kernels():
+    report = check_backend(JitNumpy(), only=["ops"])
+    assert report.ok, str(report)
+    assert type(nnx.get_backend("numpy").ops) is JitOps or jit_status()[0] is False
+
+
+@needs_numba
+def test_training_is_bit_identical_with_either_table():
+    """SGD momentum, ReLU and max-pool backward, conv input gradients: same weights after 5 steps."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 1, 12, 12)).astype(np.float32)
+    y = rng.integers(0, 10, 16)
+    weights = []
+    for backend in (PlainNumpy(), JitNumpy()):
+        with nnx.using(backend):
+            nnx.manual_seed(3)
+            model = nnx.Sequential(
+                nnx.Conv2d(1, 4, 3), nnx.ReLU(), nnx.MaxPool2d(2),
+                nnx.Conv2d(4, 6, 3, padding=1), nnx.ReLU(), nnx.Flatten(), nnx.Linear(150, 10),
+            )  # fmt: skip
+            opt = nnx.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+            loss_fn = nnx.CrossEntropyLoss()
+            for _ in range(5):
+                opt.zero_grad()
+                loss_fn(model(nnx.asarray(x)), nnx.asarray(y))
+                model.backward(loss_fn.backward())
+                opt.step()
+            weights.append([nnx.to_numpy(p.value) for p in model.parameters()])
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+@needs_numba
+def test_arrays_the_loops_do_not_take_go_to_numpy():
+    ops = JitOps(NumpyBackend.xp)
+    dy = np.arange(12, dtype=np.float16).reshape(3, 4) - 5
+    y = np.arange(12, dtype=np.float16).reshape(3, 4)[:, ::-1]  # a view, float16
+    np.testing.assert_array_equal(ops.relu_backward(dy, y), dy * (y > 0))
+    value = np.ones((4, 4), np.float32)[:, ::2]  # not contiguous: NumPy's kernel, same result
+    buf, g = np.ones((4, 2), np.float32), np.full((4, 2), 2.0, np.float32)
+    v, b = ops.momentum_step(value, buf, g, np.float32(0.5), 0.1)
+    np.testing.assert_allclose(b, 2.5)
+    np.testing.assert_allclose(v, 1 - 0.1 * 2.5)
+
+
+def test_nnx_jit_0_turns_the_loops_off(monkeypatch):
+    monkeypatch.setenv("NNX_JIT", "0")
+    assert numpy_ops_class() is NumpyOps
+    assert jit_status() == (False, "NNX_JIT=0")
+
+
+def test_a_bad_nnx_jit_value_is_named(monkeypatch):
+    monkeypatch.setenv("NNX_JIT", "fast")
+    with pytest.raises(ValueError, match="NNX_JIT must be 0 or 1, got 'fast'"):
+        numpy_ops_class()
+
+
+def test_without_numba_the_numpy_table_is_used_and_nnx_jit_1_names_the_extra():
+    code = (
+        "import sys; sys.modules['numba'] = None\n"
+        "import os, nnx\n"
+        "from nnx.backend import NumpyOps\n"
+        "assert type(nnx.get_backend('numpy').ops) is NumpyOps\n"
+        "os.environ['NNX_JIT'] = '1'\n"
+        "from nnx.backend.jit import numpy_ops_class\n"
+        "try:\n"
+        "    numpy_ops_class()\n"
+        "except ImportError as err:\n"
+        "    print(err)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "pip install 'nnx[jit]'" in out.stdout, out.stdout + out.stderr
