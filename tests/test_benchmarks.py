@@ -179,3 +179,13 @@ def test_growth_table_measures_a_point_of_each_kind(monkeypatch):
             assert 0 < row[key] < float("inf"), (row["point"], key, row[key])
     text = scale.table(rows)
     assert text.count("\n") == 3 and "| MLP |" in text and "| CNN |" in text
+
+
+def test_kernel_table_benchmark_prints_a_row_per_kernel(capsys):
+    """benchmarks/kernels.py: every JitOps kernel against NumpyOps (needs numba)."""
+    pytest.importorskip("numba", reason="numba is not installed (nnx[jit])")
+    import kernels
+
+    kernels.main(rounds=1, reps=1)
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert len(rows) == 1 + 4  # header and one row per kernel

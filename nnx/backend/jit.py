@@ -39,13 +39,15 @@ def jit_status() -> tuple[bool, str]:
         raise ValueError(f"{ENV} must be 0 or 1, got {os.environ[ENV]!r}; unset it or set {ENV}=0")
     try:
         import numba
-    except ImportError:
+    except Exception as err:  # not installed, or installed but unusable (e.g. a too-new NumPy)
+        missing = isinstance(err, ModuleNotFoundError)
+        why = "numba is not installed" if missing else f"numba does not load: {err}"
         if env:
             raise ImportError(
-                f"{ENV}={env} asks for nnx's numba kernels but numba is not installed: "
+                f"{ENV}={env} asks for nnx's numba kernels but {why}: "
                 "pip install 'nnx[jit]' (or unset NNX_JIT)"
             ) from None
-        return False, "numba is not installed (pip install 'nnx[jit]')"
+        return False, f"{why} (pip install 'nnx[jit]')"
     return True, f"numba {numba.__version__}"
 
 

@@ -1,0 +1,79 @@
+"""Each kernel JitOps overrides, timed against NumpyOps at the sizes of the benchmark's cases.
+
+    python benchmarks/kernels.py        # needs numba (pip install 'nnx[jit]'); a few seconds
+
+Both tables run on the same arrays in alternating rounds; the table shows the
+median time of each and their ratio (below 1: the numba loop is faster).  The
+sizes are those of the CNN case (batch 64) and the MLP's SGD-momentum step over
+all its 235,146 parameters.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from nnx.backend import NumpyBackend, NumpyOps  # noqa: E402
+from nnx.backend.jit import JitOps  # noqa: E402
+
+
+def _mean_us(fn: Callable[[], object], reps: int) -> float:
+    fn()
+    start = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - start) / reps * 1e6
+
+
+def cases(ops: NumpyOps, rng: np.random.Generator) -> dict[str, Callable[[], object]]:
+    """name -> a call of one kernel of ``ops`` on fixed arrays."""
+
+    def r(*shape: int) -> np.ndarray:
+        return rng.standard_normal(shape, dtype=np.float32)
+
+    p1, p2 = np.maximum(r(64, 8, 24, 24), 0), np.maximum(r(64, 16, 8, 8), 0)
+    d1, d2 = r(64, 8, 24, 24), r(64, 16, 8, 8)
+    cols = r(200, 64 * 64)
+    value, buf, grad = r(235146), r(235146), r(235146)
+    mu = np.float32(0.9)
+    return {
+        "relu_backward (64, 8, 24, 24)": lambda: ops.relu_backward(d1, p1),
+        "relu_backward (64, 16, 8, 8)": lambda: ops.relu_backward(d2, p2),
+        "col2im conv2 (8 -> 16, 5x5, batch 64)": lambda: ops.col2im(
+            cols, (64, 8, 12, 12), (5, 5), (1, 1), (0, 0), True
+        ),
+        "momentum_step (235,146 parameters)": lambda: ops.momentum_step(value, buf, grad, mu, 1e-6),
+    }
+
+
+def main(rounds: int = 7, reps: int = 100) -> None:
+    """Print the table."""
+    xp = NumpyBackend.xp
+    tables = {"NumpyOps": NumpyOps(xp), "JitOps": JitOps(xp)}
+    runs = {name: cases(ops, np.random.default_rng(0)) for name, ops in tables.items()}
+    times: dict[str, dict[str, list[float]]] = {n: {k: [] for k in runs[n]} for n in runs}
+    for r in range(rounds):
+        order = list(runs) if r % 2 == 0 else list(runs)[::-1]
+        for name in order:
+            for kernel, fn in runs[name].items():
+                times[name][kernel].append(_mean_us(fn, reps))
+    print("| kernel | NumpyOps | JitOps | JitOps / NumpyOps |")
+    print("|---|---:|---:|---:|")
+    for kernel in runs["NumpyOps"]:
+        a, b = times["NumpyOps"][kernel], times["JitOps"][kernel]
+        ratio = statistics.median(y / x for x, y in zip(a, b, strict=True))
+        print(
+            f"| {kernel} | {statistics.median(a):.0f} us | {statistics.median(b):.0f} us "
+            f"| {ratio:.2f}x |"
+        )
+
+
+if __name__ == "__main__":
+    main()
