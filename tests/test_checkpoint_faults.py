@@ -181,12 +181,12 @@ def test_killed_saver_leaves_a_loadable_checkpoint(tmp_path, sig):
     script.write_text(SAVER)
     for delay in (0.0, 0.013, 0.031, 0.057):
         proc = subprocess.Popen([sys.executable, str(script), str(path)],
-                                stdout=subprocess.PIPE, text=True)  # fmt: skip
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
         assert proc.stdout.readline().strip() == "1"  # one checkpoint is complete
         time.sleep(delay)
         proc.send_signal(sig)
         proc.wait(timeout=30)
-        assert proc.returncode == -sig
+        assert proc.returncode == -sig, f"exit status {proc.returncode}: {proc.stderr.read()}"
         model = nnx.Sequential(nnx.Linear(512, 512), nnx.Linear(512, 512))
         assert nnx.load(path, model, nnx.optim.Adam(model.parameters()))["epoch"] >= 1
         if sig == signal.SIGTERM:

@@ -150,6 +150,12 @@ def test_finding3_to_numpy_of_other_libraries_arrays(library):
     np.testing.assert_array_equal(nnx.to_numpy(nnx.asarray(x, "fakecupy:1")), host)
 
 
+@pytest.mark.parametrize("thing", [object(), None, {"a": 1}])
+def test_to_numpy_of_something_that_is_no_array_is_a_type_error(thing):
+    with pytest.raises(TypeError, match="cannot copy this .* to the host"):
+        nnx.to_numpy(thing)
+
+
 # -- finding 4: available() compiles a kernel and names the missing library ------------------
 def test_finding4_available_names_a_missing_nvrtc_and_its_install_command():
     module = fake_cupy.make_module()

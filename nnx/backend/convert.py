@@ -91,7 +91,10 @@ def _from_any_library(x: Any) -> np.ndarray:
         return np.from_dlpack(x, device="cpu")
     except (AttributeError, TypeError, BufferError, ValueError, RuntimeError) as dlpack_error:
         try:
-            return np.asarray(x)
+            host = np.asarray(x)
+            if host.dtype == object:  # not an array at all (None, a dict, a model, ...)
+                raise TypeError(f"numpy.asarray gave an object array for {type(x).__name__}")
+            return host
         except Exception:
             raise TypeError(
                 f"cannot copy this {describe(x)} to the host: DLPack failed ({dlpack_error}) "
