@@ -69,7 +69,7 @@ TITLES = {
     "mem": "MLP peak memory",
 }
 MIN_ROUNDS = 7
-DDP_ROUNDS = 3  # each ddp round starts fresh processes (and MPI): a few are enough
+DDP_ROUNDS = 5  # each ddp round starts fresh processes (and MPI); runs here vary by ~10%
 SETTLE_S = 0.2
 
 
