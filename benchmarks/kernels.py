@@ -41,11 +41,17 @@ def cases(ops: NumpyOps, rng: np.random.Generator) -> dict[str, Callable[[], obj
     p1, p2 = np.maximum(r(64, 8, 24, 24), 0), np.maximum(r(64, 16, 8, 8), 0)
     d1, d2 = r(64, 8, 24, 24), r(64, 16, 8, 8)
     cols = r(200, 64 * 64)
+    tiles, pooled = ops.maxpool_forward(p1, (2, 2), 12, 12)
+    dpooled = r(64, 8, 12, 12)
     value, buf, grad = r(235146), r(235146), r(235146)
     mu = np.float32(0.9)
     return {
         "relu_backward (64, 8, 24, 24)": lambda: ops.relu_backward(d1, p1),
         "relu_backward (64, 16, 8, 8)": lambda: ops.relu_backward(d2, p2),
+        "maxpool_forward 2x2 (64, 8, 24, 24)": lambda: ops.maxpool_forward(p1, (2, 2), 12, 12),
+        "maxpool_backward 2x2 (64, 8, 24, 24)": lambda: ops.maxpool_backward(
+            tiles, pooled, dpooled, (2, 2), (64, 8, 24, 24)
+        ),
         "col2im conv2 (8 -> 16, 5x5, batch 64)": lambda: ops.col2im(
             cols, (64, 8, 12, 12), (5, 5), (1, 1), (0, 0), True
         ),

@@ -11,9 +11,10 @@ They give the portable defaults' results bit for bit (see
 What one pass buys (``python benchmarks/kernels.py`` times each kernel both
 ways): the SGD momentum step reads and writes each array once instead of five
 sweeps with a temporary; the ReLU backward skips building a 0/1 mask; col2im
-adds every window offset in one loop instead of kh*kw strided ufunc calls.
-Max-pooling stays with NumPy: its strided gathers do not vectorise in numba
-and ran 2-3x slower than NumPy's copies and ``maximum``.
+adds every window offset in one loop instead of kh*kw strided ufunc calls; 2x2
+max-pooling (forward and backward) reads each input once.  Other pooling windows
+stay with NumPy: a loop over a window size known only at run time does not
+vectorise in numba and ran 2-3x slower than NumPy's copies and ``maximum``.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def _plain(*arrays: Any) -> bool:
 
 
 class JitOps(NumpyOps):
-    """NumpyOps with numba loops for the SGD-momentum step, the ReLU backward and col2im."""
+    """NumpyOps with numba loops: SGD-momentum step, ReLU backward, 2x2 max-pool, col2im."""
 
     def __init__(self, xp: Any, device: Any = None) -> None:
         super().__init__(xp, device)
@@ -92,6 +93,41 @@ class JitOps(NumpyOps):
         out = numpy.empty(dy.shape, dtype=dy.dtype)
         self.k.relu_backward(dy.reshape(-1), y.reshape(-1), out.reshape(-1))
         return out
+
+    def maxpool_forward(self, x: Any, kernel: Pair, oh: int, ow: int) -> tuple[Any, Any]:
+        """2x2 windows: the tiles and their maximum in one loop (other windows: NumPy's)."""
+        if kernel != (2, 2) or not _plain(x):
+            return super().maxpool_forward(x, kernel, oh, ow)
+        n, c, h, w = x.shape
+        if (h, w) != (2 * oh, 2 * ow):  # floor mode: the rows and columns no window covers go
+            x = numpy.ascontiguousarray(x[:, :, : 2 * oh, : 2 * ow])
+        tiles = numpy.empty((4, n, c, oh, ow), dtype=x.dtype)
+        y = numpy.empty((n, c, oh, ow), dtype=x.dtype)
+        t = tiles.reshape(4, -1)
+        self.k.maxpool2x2_forward(
+            x.reshape(-1), t[0], t[1], t[2], t[3], y.reshape(-1), n * c * oh, ow
+        )
+        return tiles, y
+
+    def maxpool_backward(
+        self, tiles: Any, y: Any, dy: Any, kernel: Pair, shape: tuple[int, ...]
+    ) -> Any:
+        """2x2 windows: the input gradient in one loop, straight into ``dx`` (others: NumPy's)."""
+        if kernel != (2, 2) or not _plain(tiles, y, dy):
+            return super().maxpool_backward(tiles, y, dy, kernel, shape)
+        n, c, h, w = shape
+        oh, ow = y.shape[2:]
+        covered = (h, w) == (2 * oh, 2 * ow)
+        dx = numpy.empty((n, c, 2 * oh, 2 * ow), dtype=dy.dtype)
+        t = tiles.reshape(4, -1)
+        self.k.maxpool2x2_backward(
+            t[0], t[1], t[2], t[3], y.reshape(-1), dy.reshape(-1), dx.reshape(-1), n * c * oh, ow
+        )
+        if covered:
+            return dx
+        full = numpy.zeros(shape, dtype=dy.dtype)  # floor mode: uncovered rows get nothing
+        full[:, :, : 2 * oh, : 2 * ow] = dx
+        return full
 
     def col2im(
         self,

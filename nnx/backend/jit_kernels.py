@@ -33,6 +33,63 @@ def relu_backward(dy, y, out):  # pragma: no cover - compiled
 
 
 @jit
+def maxpool2x2_forward(x, t0, t1, t2, t3, y, rows, ow):  # pragma: no cover - compiled
+    """2x2 windows, stride 2, flat arrays: the four tiles of each window and their maximum,
+    as the default's pairwise max(max(t0, t1), max(t2, t3)), a NaN winning as in
+    ``maximum``.  ``x`` has 2*rows rows of 2*ow; ``y`` has rows rows of ow."""
+    w = 2 * ow
+    for r in range(rows):
+        top = 2 * r * w
+        bottom = top + w
+        o = r * ow
+        for j in range(ow):
+            a = x[top + 2 * j]
+            b = x[top + 2 * j + 1]
+            c = x[bottom + 2 * j]
+            d = x[bottom + 2 * j + 1]
+            t0[o + j] = a
+            t1[o + j] = b
+            t2[o + j] = c
+            t3[o + j] = d
+            ab = a if (a >= b or a != a) else b
+            if b != b:
+                ab = b
+            cd = c if (c >= d or c != c) else d
+            if d != d:
+                cd = d
+            m = ab if (ab >= cd or ab != ab) else cd
+            if cd != cd:
+                m = cd
+            y[o + j] = m
+
+
+@jit
+def maxpool2x2_backward(t0, t1, t2, t3, y, dy, dx, rows, ow):  # pragma: no cover - compiled
+    """2x2 windows: each window's gradient to its first maximum, by the default's
+    arithmetic (piece = rest * mask; rest = rest - piece; the last position takes rest)."""
+    w = 2 * ow
+    zero = dy.dtype.type(0)
+    one = dy.dtype.type(1)
+    for r in range(rows):
+        top = 2 * r * w
+        bottom = top + w
+        o = r * ow
+        for j in range(ow):
+            m = y[o + j]
+            rest = dy[o + j]
+            p = rest * (one if t0[o + j] == m else zero)
+            dx[top + 2 * j] = p
+            rest = rest - p
+            p = rest * (one if t1[o + j] == m else zero)
+            dx[top + 2 * j + 1] = p
+            rest = rest - p
+            p = rest * (one if t2[o + j] == m else zero)
+            dx[bottom + 2 * j] = p
+            rest = rest - p
+            dx[bottom + 2 * j + 1] = rest
+
+
+@jit
 def col2im_batch_last(cols, buf, sh, sw):  # pragma: no cover - compiled
     """buf[c, i+sh*y, j+sw*x, :] += cols[c, i, j, y, x, :] (buf: padded (C, Hp, Wp, N), zeroed)."""
     c, kh, kw, oh, ow, n = cols.shape

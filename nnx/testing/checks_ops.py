@@ -71,8 +71,10 @@ def _cases(name: str, b: Backend, ref: Ops) -> Iterator[Case]:
             v, buf, g = (b.asarray(_host(shape, k)) for k in (1, 2, 3))
             yield f"{shape}", (v, buf, g, mu, 0.05), {}
     elif name == "maxpool_backward":
-        # a ReLU-like input with many ties at 0 (the first maximum takes the gradient)
-        for shape, k in (((2, 3, 4, 6), (2, 2)), ((2, 1, 7, 5), (3, 2)), ((3, 2, 6, 6), (3, 3))):
+        # a ReLU-like input with many ties at 0 (the first maximum takes the gradient);
+        # 5x7 with 2x2 windows: floor mode drops a row and a column
+        for shape, k in (((2, 3, 4, 6), (2, 2)), ((2, 2, 5, 7), (2, 2)), ((2, 1, 7, 5), (3, 2)),
+                         ((3, 2, 6, 6), (3, 3))):  # fmt: skip
             oh, ow = shape[2] // k[0], shape[3] // k[1]
             x = ref.relu(b.asarray(_host(shape, 3)))
             tiles = ref.pool_tiles(x, k, oh, ow)
@@ -105,7 +107,8 @@ def _cases(name: str, b: Backend, ref: Ops) -> Iterator[Case]:
             oh, ow = shape[2] // k[0], shape[3] // k[1]
             yield f"{shape}, kernel {k}", (b.asarray(_host(shape)), k, oh, ow), {}
     elif name == "maxpool_forward":
-        for shape, k in (((2, 3, 4, 6), (2, 2)), ((2, 1, 7, 5), (3, 2)), ((3, 2, 3, 3), (1, 1))):
+        for shape, k in (((2, 3, 4, 6), (2, 2)), ((2, 2, 5, 7), (2, 2)), ((2, 1, 7, 5), (3, 2)),
+                         ((3, 2, 3, 3), (1, 1))):  # fmt: skip
             oh, ow = shape[2] // k[0], shape[3] // k[1]
             x = ref.relu(b.asarray(_host(shape, 3)))  # ties at 0
             yield f"{shape}, kernel {k}", (x, k, oh, ow), {}
