@@ -131,3 +131,21 @@ def test_without_numba_the_numpy_table_is_used_and_nnx_jit_1_names_the_extra():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert "pip install 'nnx[jit]'" in out.stdout, out.stdout + out.stderr
+
+
+@needs_numba
+def test_numba_disable_jit_means_the_numpy_table(monkeypatch):
+    import numba
+
+    monkeypatch.setattr(numba.config, "DISABLE_JIT", True)
+    assert numpy_ops_class() is NumpyOps
+    assert jit_status() == (False, "NUMBA_DISABLE_JIT is set")
+
+
+@needs_numba
+def test_an_ndarray_subclass_goes_to_numpy(tmp_path):
+    ops = JitOps(NumpyBackend.xp)
+    y = np.memmap(tmp_path / "y.dat", dtype=np.float32, mode="w+", shape=(3, 4))
+    y[:] = np.arange(12, dtype=np.float32).reshape(3, 4) - 6
+    dy = np.ones((3, 4), np.float32)
+    np.testing.assert_array_equal(ops.relu_backward(dy, y), (np.asarray(y) > 0).astype(np.float32))

@@ -40,8 +40,10 @@ def jit_status() -> tuple[bool, str]:
         raise ValueError(f"{ENV} must be 0 or 1, got {os.environ[ENV]!r}; unset it or set {ENV}=0")
     try:
         import numba
+
+        from nnx.backend import jit_kernels  # noqa: F401  (decorating them can fail too)
     except Exception as err:  # not installed, or installed but unusable (e.g. a too-new NumPy)
-        missing = isinstance(err, ModuleNotFoundError)
+        missing = isinstance(err, ModuleNotFoundError) and err.name == "numba"
         why = "numba is not installed" if missing else f"numba does not load: {err}"
         if env:
             raise ImportError(
@@ -49,6 +51,8 @@ def jit_status() -> tuple[bool, str]:
                 "pip install 'nnx[jit]' (or unset NNX_JIT)"
             ) from None
         return False, f"{why} (pip install 'nnx[jit]')"
+    if numba.config.DISABLE_JIT:  # the loops would run as plain Python: far slower than NumPy
+        return False, "NUMBA_DISABLE_JIT is set"
     return True, f"numba {numba.__version__}"
 
 
@@ -61,7 +65,7 @@ def _plain(*arrays: Any) -> bool:
     """Whether the loops take these arrays: NumPy, C-contiguous, all of one float dtype."""
     dtype = arrays[0].dtype
     return dtype in FLOATS and all(
-        isinstance(a, numpy.ndarray) and a.dtype == dtype and a.flags.c_contiguous for a in arrays
+        type(a) is numpy.ndarray and a.dtype == dtype and a.flags.c_contiguous for a in arrays
     )
 
 
