@@ -44,6 +44,7 @@ def cases(ops: NumpyOps, rng: np.random.Generator) -> dict[str, Callable[[], obj
     tiles, pooled = ops.maxpool_forward(p1, (2, 2), 12, 12)
     dpooled = r(64, 8, 12, 12)
     value, buf, grad = r(235146), r(235146), r(235146)
+    logits, labels = r(128, 10), rng.integers(0, 10, 128)
     mu = np.float32(0.9)
     return {
         "relu_backward (64, 8, 24, 24)": lambda: ops.relu_backward(d1, p1),
@@ -55,6 +56,7 @@ def cases(ops: NumpyOps, rng: np.random.Generator) -> dict[str, Callable[[], obj
         "col2im conv2 (8 -> 16, 5x5, batch 64)": lambda: ops.col2im(
             cols, (64, 8, 12, 12), (5, 5), (1, 1), (0, 0), True
         ),
+        "cross_entropy (128, 10)": lambda: ops.cross_entropy(logits, labels, 0.0, 1 / 128),
         "momentum_step (235,146 parameters)": lambda: ops.momentum_step(value, buf, grad, mu, 1e-6),
     }
 

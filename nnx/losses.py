@@ -150,7 +150,6 @@ class CrossEntropyLoss(Loss):
             raise ValueError(f"check_labels must be one of {LABEL_CHECKS}, got {check_labels!r}")
         self.label_smoothing = label_smoothing
         self.check_labels = check_labels
-        self._classes: Any = None
         self._label_dtype: Any = None  # last label dtype that passed the check
         self._pending: tuple[Any, Any, int] | None = None  # deferred (lowest, highest, C)
 
@@ -180,24 +179,9 @@ class CrossEntropyLoss(Loss):
                 "CrossEntropyLoss got an empty batch (N = 0); give at least one sample"
             )
         self._check_range(xp, target, c)
-        shifted = pred - xp.max(pred, axis=1, keepdims=True)
-        exp = xp.exp(shifted)
-        total = self.ops.sum_axis1(exp, keepdims=True)  # (N, 1)
-        onehot = self._onehot(xp, target, c, pred)
-        eps = self.label_smoothing
-        if eps:
-            onehot = onehot * (1.0 - eps) + eps / c
         scale = 1.0 / n if self.reduction == "mean" else 1.0
-        grad = exp / total
-        grad -= onehot
-        if scale != 1.0:
-            grad *= scale
-        self._grad = grad
-        # -sum(onehot * log_softmax) with log_softmax = shifted - log(total) and every row
-        # of onehot summing to 1 (smoothed too): sum(log(total)) - sum(onehot * shifted).
-        # Where onehot is 0 the product must be 0 even for a masked -inf logit (not nan).
-        picked = xp.where(onehot != 0, shifted, xp.zeros_like(shifted)) * onehot
-        return (xp.sum(xp.log(total)) - xp.sum(picked)) * scale
+        loss, self._grad = self.ops.cross_entropy(pred, target, self.label_smoothing, scale)
+        return loss
 
     def _check_range(self, xp: Any, target: Any, c: int) -> None:
         mode = self.check_labels
@@ -236,15 +220,6 @@ class CrossEntropyLoss(Loss):
                 f"be 0 .. {c - 1} (found in a batch since the last check: labels on an "
                 "accelerator are checked every log_every steps)"
             )
-
-    def _onehot(self, xp: Any, target: Any, c: int, like: Any) -> Any:
-        classes = self._classes
-        if classes is None or classes.shape[1] != c or classes.device != target.device:
-            classes = xp.reshape(xp.arange(c, dtype=target.dtype, device=target.device), (1, c))
-            self._classes = classes
-        elif classes.dtype != target.dtype:
-            classes = self._classes = xp.astype(classes, target.dtype)
-        return xp.astype(target[:, None] == classes, like.dtype)
 
     def __repr__(self) -> str:
         return (

@@ -12,7 +12,9 @@ What one pass buys (``python benchmarks/kernels.py`` times each kernel both
 ways): the SGD momentum step reads and writes each array once instead of five
 sweeps with a temporary; the ReLU backward skips building a 0/1 mask; col2im
 adds every window offset in one loop instead of kh*kw strided ufunc calls; 2x2
-max-pooling (forward and backward) reads each input once.  Other pooling windows
+max-pooling (forward and backward) reads each input once; softmax cross-entropy
+computes the loss and its gradient in one loop over the rows (7 us instead of 24 us
+at 128 x 10, where NumPy's time is all per-call overhead).  Other pooling windows
 stay with NumPy: a loop over a window size known only at run time does not
 vectorise in numba and ran 2-3x slower than NumPy's copies and ``maximum``.
 """
@@ -70,7 +72,7 @@ def _plain(*arrays: Any) -> bool:
 
 
 class JitOps(NumpyOps):
-    """NumpyOps with numba loops: SGD-momentum step, ReLU backward, 2x2 max-pool, col2im."""
+    """NumpyOps with numba loops: SGD momentum, ReLU backward, 2x2 max-pool, col2im, cross-entropy."""
 
     def __init__(self, xp: Any, device: Any = None) -> None:
         super().__init__(xp, device)
@@ -97,6 +99,19 @@ class JitOps(NumpyOps):
         out = numpy.empty(dy.shape, dtype=dy.dtype)
         self.k.relu_backward(dy.reshape(-1), y.reshape(-1), out.reshape(-1))
         return out
+
+    def cross_entropy(
+        self, logits: Any, labels: Any, smoothing: float, scale: float
+    ) -> tuple[Any, Any]:
+        """Loss and gradient in one loop over the rows (to rounding, the portable result)."""
+        ints = (
+            labels.dtype.kind == "i" and labels.flags.c_contiguous and type(labels) is numpy.ndarray
+        )
+        if not (ints and _plain(logits)):
+            return super().cross_entropy(logits, labels, smoothing, scale)
+        grad = numpy.empty(logits.shape, dtype=logits.dtype)
+        loss = self.k.cross_entropy(logits, labels, float(smoothing), float(scale), grad)
+        return numpy.asarray(loss, dtype=logits.dtype), grad
 
     def maxpool_forward(self, x: Any, kernel: Pair, oh: int, ow: int) -> tuple[Any, Any]:
         """2x2 windows: the tiles and their maximum in one loop (other windows: NumPy's)."""

@@ -11,6 +11,7 @@ use and cached on disk (``cache=True``).
 from __future__ import annotations
 
 import numba
+import numpy as np
 
 jit = numba.njit(cache=True, nogil=True, boundscheck=False)
 
@@ -30,6 +31,39 @@ def relu_backward(dy, y, out):  # pragma: no cover - compiled
     zero, one = dy.dtype.type(0), dy.dtype.type(1)
     for i in range(dy.size):
         out[i] = dy[i] * (one if y[i] > 0 else zero)
+
+
+@jit
+def cross_entropy(logits, labels, smoothing, scale, grad):  # pragma: no cover - compiled
+    """Softmax cross-entropy rows (see Ops.cross_entropy): fills ``grad``, returns the loss.
+
+    Per row: the maximum, exp of the shifted logits into ``grad``, their sum, then
+    ``grad = (exp / total - target) * scale`` and the row's loss
+    ``log(total) - sum(target * shifted)`` over the classes whose target is not 0.
+    """
+    n, c = logits.shape
+    off = smoothing / c
+    hit = 1.0 - smoothing + off  # the label's target; the others get ``off``
+    loss = 0.0
+    for i in range(n):
+        top = logits[i, 0]
+        for k in range(1, c):
+            if logits[i, k] > top:
+                top = logits[i, k]
+        total = logits.dtype.type(0)
+        for k in range(c):
+            e = np.exp(logits[i, k] - top)
+            grad[i, k] = e
+            total += e
+        label = labels[i]
+        picked = 0.0
+        for k in range(c):
+            t = hit if k == label else off
+            grad[i, k] = (grad[i, k] / total - t) * scale
+            if t != 0.0:
+                picked += t * (logits[i, k] - top)
+        loss += np.log(total) - picked
+    return loss * scale
 
 
 @jit

@@ -67,6 +67,36 @@ class Ops:
         value -= scale * g
         return value
 
+    # -- losses ---------------------------------------------------------------------------
+    def cross_entropy(
+        self, logits: Any, labels: Any, smoothing: float, scale: float
+    ) -> tuple[Any, Any]:
+        """Softmax cross-entropy of logits (N, C) and integer labels (N,), checked in range.
+
+        Returns ``(loss, grad)``: the 0-d sum over samples of ``-sum(target * log_softmax)``
+        times ``scale``, and its gradient ``(softmax - target) * scale``, where target is
+        the one-hot label mixed with ``smoothing`` of the uniform distribution.  A masked
+        logit (``-inf``) where the target is 0 adds nothing (not NaN), as in PyTorch.
+        """
+        xp = self.xp
+        n, c = logits.shape
+        shifted = logits - xp.max(logits, axis=1, keepdims=True)
+        exp = xp.exp(shifted)
+        total = self.sum_axis1(exp, keepdims=True)  # (N, 1)
+        classes = xp.reshape(xp.arange(c, dtype=labels.dtype, device=labels.device), (1, c))
+        target = xp.astype(labels[:, None] == classes, logits.dtype)
+        if smoothing:
+            target = target * (1.0 - smoothing) + smoothing / c
+        grad = exp / total
+        grad -= target
+        if scale != 1.0:
+            grad *= scale
+        # -sum(target * log_softmax) with log_softmax = shifted - log(total) and every row
+        # of target summing to 1: sum(log(total)) - sum(target * shifted), where a 0 target
+        # must give 0 even for a masked -inf logit (not nan)
+        picked = xp.where(target != 0, shifted, xp.zeros_like(shifted)) * target
+        return (xp.sum(xp.log(total)) - xp.sum(picked)) * scale, grad
+
     # -- convolution windows (layouts in nnx.window) ----------------------------------------
     def transpose2d(self, a: Any) -> Any:
         """The transpose of 2-D ``a`` (a backend may return a contiguous copy)."""

@@ -11,6 +11,8 @@ import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
+
 from nnx.backend import Backend, Ops, threads
 from nnx.testing.helpers import Skip, _check, _close, _host
 
@@ -117,6 +119,15 @@ def _cases(name: str, b: Backend, ref: Ops) -> Iterator[Case]:
             oh, ow = shape[2] // k[0], shape[3] // k[1]
             pieces = [b.asarray(_host((shape[0], shape[1], oh, ow), i)) for i in range(k[0] * k[1])]
             yield f"{shape}, kernel {k}", (pieces, k, shape), {}
+    elif name == "cross_entropy":
+        for n, c in ((5, 3), (64, 10)):
+            labels = b.asarray((np.arange(n) * 7) % c, "int64")  # row 0's label is 0
+            for smoothing, scale in ((0.0, 1.0 / n), (0.1, 1.0)):
+                logits = _host((n, c), 7)
+                if not smoothing:  # a masked class where the target is 0: adds nothing
+                    logits[0, 2] = -np.inf
+                what = f"({n}, {c}), smoothing {smoothing}, scale {scale:g}"
+                yield what, (b.asarray(logits), labels, smoothing, scale), {}
     elif name == "conv_batch_last":
         yield "(1 -> 8, 5x5, 24 wide)", (1, 8, (5, 5), 24), {}
     else:
