@@ -182,3 +182,28 @@ def test_loaded_state_never_shares_memory(backend):
     b.backward(nnx.asarray(np.ones((1, 2))))
     opt.step()  # updates b in place where arrays are writeable
     np.testing.assert_array_equal(host(a[0].weight.value), before)
+
+
+def test_deepcopy_gives_an_independent_model_on_the_same_backend(backend):
+    """copy.deepcopy(model), as for a best-model snapshot or an EMA copy in PyTorch."""
+    import copy
+
+    model = nnx.Sequential(
+        nnx.Conv2d(1, 2, 3), nnx.BatchNorm2d(2), nnx.ReLU(), nnx.Flatten(), nnx.Linear(8, 3)
+    )
+    x = backend.asarray(np.random.default_rng(1).standard_normal((5, 1, 4, 4)).astype(np.float32))
+    model(x)  # one training-mode forward: running statistics move off their start
+    clone = copy.deepcopy(model)
+    assert clone.backend is model.backend and clone.parameters()[0] is not model.parameters()[0]
+    model.eval(), clone.eval()
+    np.testing.assert_array_equal(nnx.to_numpy(clone(x)), nnx.to_numpy(model(x)))
+    before = nnx.to_numpy(model(x))
+    clone.train()
+    opt = nnx.optim.SGD(clone.parameters(), lr=0.5)
+    loss_fn = nnx.CrossEntropyLoss()
+    loss_fn(clone(x), backend.asarray(np.arange(5) % 3, "int64"))
+    clone.backward(loss_fn.backward())
+    opt.step()  # trains the copy (and moves its running statistics) only
+    np.testing.assert_array_equal(nnx.to_numpy(model(x)), before)
+    clone.eval()
+    assert not np.allclose(nnx.to_numpy(clone(x)), before)

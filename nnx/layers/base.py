@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from collections.abc import Iterator
@@ -174,6 +175,19 @@ class Layer:
     def eval(self) -> Layer:
         """Evaluation mode: keep nothing for backward, dropout off, running stats used."""
         return self.train(False)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Layer:
+        """``copy.deepcopy(model)``: new parameters, buffers and state on the same backend.
+
+        The backend, its namespace and kernel table are shared (a backend is one per
+        device in a process, and namespaces are modules, which cannot be copied).
+        """
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        for name, value in vars(self).items():
+            shared = name in ("backend", "xp", "ops")
+            setattr(new, name, value if shared else copy.deepcopy(value, memo))
+        return new
 
     def to(self, device: str | Backend | None = None, dtype: str | None = None) -> Layer:
         """Move parameters, gradients, optimizer state and buffers to a device (and dtype)."""
