@@ -4,9 +4,10 @@ Installed with the ``nnx[jit]`` extra (numba); without it the NumPy backend uses
 :class:`~nnx.backend.numpy.NumpyOps`, which stays complete and is tested on its
 own.  ``NNX_JIT=0`` turns the loops off; ``NNX_JIT=1`` insists on them (an error
 naming the extra if numba is missing).  The loops take C-contiguous float32 or
-float64 arrays; anything else (views, other dtypes) goes to the NumPy kernels.
-They give the portable defaults' results bit for bit (see
-:mod:`nnx.backend.jit_kernels`), which the conformance kit checks.
+float64 NumPy arrays; anything else (views, other dtypes, subclasses) goes to the
+NumPy kernels.  They give the portable defaults' results bit for bit, except col2im
+and cross-entropy, which sum in another order (equal to rounding); the conformance
+kit checks every one against the default.
 
 What one pass buys (``python benchmarks/kernels.py`` times each kernel both
 ways): the SGD momentum step reads and writes each array once instead of five
