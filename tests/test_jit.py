@@ -149,3 +149,54 @@ def test_an_ndarray_subclass_goes_to_numpy(tmp_path):
     y[:] = np.arange(12, dtype=np.float32).reshape(3, 4) - 6
     dy = np.ones((3, 4), np.float32)
     np.testing.assert_array_equal(ops.relu_backward(dy, y), (np.asarray(y) > 0).astype(np.float32))
+
+
+@needs_numba
+def test_loops_equal_the_numpy_kernels_on_random_shapes():
+    """2x2 max-pool (odd sizes, ties at 0, NaN), col2im (any window, stride, padding)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    plain, jit = NumpyOps(NumpyBackend.xp), JitOps(NumpyBackend.xp)
+
+    @settings(max_examples=40, deadline=None, derandomize=True)
+    @given(
+        n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(2, 9), w=st.integers(2, 9),
+        nan=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]),
+    )  # fmt: skip
+    def pools(n, c, h, w, nan, dtype):
+        rng = np.random.default_rng(h * 10 + w)
+        x = np.maximum(rng.standard_normal((n, c, h, w)), 0).astype(dtype)  # ties at 0
+        if nan:
+            x[0, 0, 0, 0] = np.nan
+        oh, ow = h // 2, w // 2
+        (t1, y1), (t2, y2) = (ops.maxpool_forward(x, (2, 2), oh, ow) for ops in (plain, jit))
+        np.testing.assert_array_equal(t1, t2)
+        np.testing.assert_array_equal(y1, y2)
+        dy = rng.standard_normal(y1.shape).astype(dtype)
+        np.testing.assert_array_equal(
+            plain.maxpool_backward(t1, y1, dy, (2, 2), x.shape),
+            jit.maxpool_backward(t2, y2, dy, (2, 2), x.shape),
+        )
+
+    @settings(max_examples=40, deadline=None, derandomize=True)
+    @given(
+        k=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+        s=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+        p=st.tuples(st.integers(0, 2), st.integers(0, 2)),
+        size=st.tuples(st.integers(1, 9), st.integers(1, 9)), last=st.booleans(),
+    )  # fmt: skip
+    def col2im(k, s, p, size, last):
+        if size[0] + 2 * p[0] < k[0] or size[1] + 2 * p[1] < k[1]:
+            return
+        x = np.ones((2, 3, *size), np.float32)
+        cols = plain.im2col(x, k, s, p, last)
+        d = np.random.default_rng(0).standard_normal(cols.shape).astype(np.float32)
+        np.testing.assert_allclose(
+            jit.col2im(d, x.shape, k, s, p, last),
+            plain.col2im(d, x.shape, k, s, p, last),
+            rtol=1e-6, atol=1e-6,
+        )  # fmt: skip
+
+    pools()
+    col2im()
