@@ -200,3 +200,19 @@ def test_loops_equal_the_numpy_kernels_on_random_shapes():
 
     pools()
     col2im()
+
+
+@needs_numba
+def test_work_the_thread_pool_would_split_takes_the_threaded_numpy_kernels(monkeypatch):
+    from nnx.backend import jit_kernels, threads
+
+    ops = JitOps(NumpyBackend.xp)
+    calls = []
+    monkeypatch.setattr(jit_kernels, "momentum_step", lambda *a: calls.append(a))
+    v, b, g = (np.ones(64, np.float32) for _ in range(3))
+    ops.momentum_step(v, b, g, np.float32(0.5), 0.1)
+    assert len(calls) == 1  # one thread (the default): the numba loop
+    with threads.forced(2):
+        value, buf = ops.momentum_step(v, b, g, np.float32(0.5), 0.1)
+    assert len(calls) == 1  # split across threads by the NumPy kernel instead
+    np.testing.assert_allclose(buf, 1.5)

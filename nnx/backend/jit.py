@@ -5,7 +5,8 @@ Installed with the ``nnx[jit]`` extra (numba); without it the NumPy backend uses
 own.  ``NNX_JIT=0`` turns the loops off; ``NNX_JIT=1`` insists on them (an error
 naming the extra if numba is missing).  The loops take C-contiguous float32 or
 float64 NumPy arrays; anything else (views, other dtypes, subclasses) goes to the
-NumPy kernels.  They give the portable defaults' results bit for bit, except col2im
+NumPy kernels, as does work that nnx's own thread pool would split (the loops run on
+the calling thread; ``nnx.set_num_threads(n)`` with n > 1 asks for the split).  They give the portable defaults' results bit for bit, except col2im
 and cross-entropy, which sum in another order (equal to rounding); the conformance
 kit checks every one against the default.
 
@@ -85,8 +86,10 @@ class JitOps(NumpyOps):
         self, value: Any, buf: Any, g: Any, momentum: Any, lr: float
     ) -> tuple[Any, Any]:
         """Both SGD-momentum sweeps in one loop (bit-identical to the NumPy kernels)."""
-        if not (_plain(value, buf, g) and value.shape == buf.shape == g.shape) or not (
-            value.flags.writeable and buf.flags.writeable
+        if (
+            not (_plain(value, buf, g) and value.shape == buf.shape == g.shape)
+            or not (value.flags.writeable and buf.flags.writeable)
+            or self._split(3 * value.size)
         ):
             return super().momentum_step(value, buf, g, momentum, lr)
         t = value.dtype.type
@@ -95,7 +98,7 @@ class JitOps(NumpyOps):
 
     def relu_backward(self, dy: Any, y: Any) -> Any:
         """``dy * (y > 0)`` in one loop."""
-        if not (_plain(dy, y) and dy.shape == y.shape):
+        if not (_plain(dy, y) and dy.shape == y.shape) or self._split(dy.size):
             return super().relu_backward(dy, y)
         out = numpy.empty(dy.shape, dtype=dy.dtype)
         self.k.relu_backward(dy.reshape(-1), y.reshape(-1), out.reshape(-1))
@@ -116,7 +119,7 @@ class JitOps(NumpyOps):
 
     def maxpool_forward(self, x: Any, kernel: Pair, oh: int, ow: int) -> tuple[Any, Any]:
         """2x2 windows: the tiles and their maximum in one loop (other windows: NumPy's)."""
-        if kernel != (2, 2) or not _plain(x):
+        if kernel != (2, 2) or not _plain(x) or self._split(x.size):
             return super().maxpool_forward(x, kernel, oh, ow)
         n, c, h, w = x.shape
         if (h, w) != (2 * oh, 2 * ow):  # floor mode: the rows and columns no window covers go
@@ -133,7 +136,7 @@ class JitOps(NumpyOps):
         self, tiles: Any, y: Any, dy: Any, kernel: Pair, shape: tuple[int, ...]
     ) -> Any:
         """2x2 windows: the input gradient in one loop, straight into ``dx`` (others: NumPy's)."""
-        if kernel != (2, 2) or not _plain(tiles, y, dy):
+        if kernel != (2, 2) or not _plain(tiles, y, dy) or self._split(tiles.size):
             return super().maxpool_backward(tiles, y, dy, kernel, shape)
         n, c, h, w = shape
         oh, ow = y.shape[2:]
@@ -159,7 +162,7 @@ class JitOps(NumpyOps):
         batch_last: bool = True,
     ) -> Any:
         """Every window offset added in one loop into a padded buffer, then cropped to NCHW."""
-        if not _plain(cols):
+        if not _plain(cols) or self._split(cols.size):
             return super().col2im(cols, shape, kernel, stride, padding, batch_last)
         (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
         n, c, h, w = shape
