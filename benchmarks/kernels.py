@@ -45,6 +45,7 @@ def cases(ops: NumpyOps, rng: np.random.Generator) -> dict[str, Callable[[], obj
     dpooled = r(64, 8, 12, 12)
     value, buf, grad = r(235146), r(235146), r(235146)
     logits, labels = r(128, 10), rng.integers(0, 10, 128)
+    conv1, bias1 = r(8, 64 * 576), r(8)
     mu = np.float32(0.9)
     return {
         "relu_backward (64, 8, 24, 24)": lambda: ops.relu_backward(d1, p1),
@@ -52,6 +53,9 @@ def cases(ops: NumpyOps, rng: np.random.Generator) -> dict[str, Callable[[], obj
         "maxpool_forward 2x2 (64, 8, 24, 24)": lambda: ops.maxpool_forward(p1, (2, 2), 12, 12),
         "maxpool_backward 2x2 (64, 8, 24, 24)": lambda: ops.maxpool_backward(
             tiles, pooled, dpooled, (2, 2), (64, 8, 24, 24)
+        ),
+        "conv_output conv1 (batch outer, 8 x 64 x 24 x 24)": lambda: ops.conv_output(
+            conv1, bias1, (64, 8, 24, 24), False
         ),
         "col2im conv2 (8 -> 16, 5x5, batch 64)": lambda: ops.col2im(
             cols, (64, 8, 12, 12), (5, 5), (1, 1), (0, 0), True

@@ -125,6 +125,18 @@ def maxpool2x2_backward(t0, t1, t2, t3, y, dy, dx, rows, ow):  # pragma: no cove
 
 
 @jit
+def conv_output_batch_outer(y, bias, out, n, c, hw):  # pragma: no cover - compiled
+    """out[p, q, :] = y[q, p, :] + bias[q]: (C, N, H*W) to NCHW with the bias, flat arrays."""
+    for p in range(n):
+        for q in range(c):
+            src = (q * n + p) * hw
+            dst = (p * c + q) * hw
+            b = bias[q]
+            for s in range(hw):
+                out[dst + s] = y[src + s] + b
+
+
+@jit
 def col2im_batch_last(cols, buf, sh, sw):  # pragma: no cover - compiled
     """buf[c, i+sh*y, j+sw*x, :] += cols[c, i, j, y, x, :] (buf: padded (C, Hp, Wp, N), zeroed)."""
     c, kh, kw, oh, ow, n = cols.shape
