@@ -55,25 +55,9 @@ def gpu_lines() -> list[str]:
     ok, why = nnx.backend.availability("cupy")
     if not ok:
         return [f"none seen by CuPy ({why})"]
-    import cupy
+    from nnx.backend import CupyBackend
 
-    runtime = cupy.cuda.runtime
-    lines = [
-        f"CUDA runtime {_cuda_version(runtime.runtimeGetVersion())}, "
-        f"driver {_cuda_version(runtime.driverGetVersion())}, CuPy {cupy.__version__}"
-    ]
-    for i in range(runtime.getDeviceCount()):
-        props = runtime.getDeviceProperties(i)
-        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-        memory = props["totalGlobalMem"] / 2**30
-        lines.append(
-            f"cuda:{i}  {name}, {memory:.1f} GiB, compute {props['major']}.{props['minor']}"
-        )
-    return lines
-
-
-def _cuda_version(code: int) -> str:
-    return f"{code // 1000}.{code % 1000 // 10}"
+    return CupyBackend.device_lines()
 
 
 def kernel_lines() -> list[str]:

@@ -143,9 +143,18 @@ def make_module(device_count: int = 2) -> types.ModuleType:
     cupy.cuda = types.SimpleNamespace(
         Device=Device,
         runtime=types.SimpleNamespace(
-            getDeviceCount=lambda: device_count, runtimeGetVersion=lambda: 12080
+            getDeviceCount=lambda: device_count,
+            runtimeGetVersion=lambda: 12080,
+            driverGetVersion=lambda: 12090,
+            getDeviceProperties=lambda i: {
+                "name": b"Fake GPU",
+                "totalGlobalMem": 16 * 2**30,
+                "major": 9,
+                "minor": 0,
+            },  # fmt: skip
         ),
     )
+    cupy.__version__ = "14.0.0-fake"
 
     def asarray(obj: Any, dtype: Any = None) -> Any:
         return _asarray(obj, dtype=dtype)

@@ -156,6 +156,15 @@ def test_to_numpy_of_something_that_is_no_array_is_a_type_error(thing):
         nnx.to_numpy(thing)
 
 
+def test_nnx_info_lists_the_gpus_cupy_sees():
+    lines = fake_cupy.FakeCupyBackend.device_lines()
+    assert lines == [
+        "CUDA runtime 12.8, driver 12.9, CuPy 14.0.0-fake",
+        "cuda:0  Fake GPU, 16.0 GiB, compute 9.0",
+        "cuda:1  Fake GPU, 16.0 GiB, compute 9.0",
+    ]
+
+
 # -- finding 4: available() compiles a kernel and names the missing library ------------------
 def test_finding4_available_names_a_missing_nvrtc_and_its_install_command():
     module = fake_cupy.make_module()

@@ -79,6 +79,10 @@ def probe(cupy: Any, index: int) -> tuple[bool, str]:
     return result
 
 
+def _cuda_version(code: int) -> str:
+    return f"{code // 1000}.{code % 1000 // 10}"
+
+
 def _import_cupy() -> Any:
     import cupy
 
@@ -99,6 +103,24 @@ class CupyBackend(Backend):
     def module(cls) -> Any:
         """The ``cupy`` module (a test stand-in overrides this)."""
         return _import_cupy()
+
+    @classmethod
+    def device_lines(cls) -> list[str]:
+        """CUDA runtime, driver and CuPy versions, then one line per device (``nnx info``)."""
+        cupy = cls.module()
+        runtime = cupy.cuda.runtime
+        lines = [
+            f"CUDA runtime {_cuda_version(runtime.runtimeGetVersion())}, "
+            f"driver {_cuda_version(runtime.driverGetVersion())}, CuPy {cupy.__version__}"
+        ]
+        for i in range(runtime.getDeviceCount()):
+            props = runtime.getDeviceProperties(i)
+            name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+            memory = props["totalGlobalMem"] / 2**30
+            lines.append(
+                f"cuda:{i}  {name}, {memory:.1f} GiB, compute {props['major']}.{props['minor']}"
+            )
+        return lines
 
     @classmethod
     def canonical_device(cls, device: str | None) -> str:
