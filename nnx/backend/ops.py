@@ -83,8 +83,7 @@ class Ops:
         shifted = logits - xp.max(logits, axis=1, keepdims=True)
         exp = xp.exp(shifted)
         total = self.sum_axis1(exp, keepdims=True)  # (N, 1)
-        classes = xp.reshape(xp.arange(c, dtype=labels.dtype, device=labels.device), (1, c))
-        target = xp.astype(labels[:, None] == classes, logits.dtype)
+        target = xp.astype(labels[:, None] == self._classes(c, labels), logits.dtype)
         if smoothing:
             target = target * (1.0 - smoothing) + smoothing / c
         grad = exp / total
@@ -96,6 +95,18 @@ class Ops:
         # must give 0 even for a masked -inf logit (not nan)
         picked = xp.where(target != 0, shifted, xp.zeros_like(shifted)) * target
         return (xp.sum(xp.log(total)) - xp.sum(picked)) * scale, grad
+
+    def _classes(self, c: int, labels: Any) -> Any:
+        """``arange(c)`` as a (1, C) row of the labels' dtype, made once per (C, dtype)."""
+        cache = self.__dict__.setdefault("_class_rows", {})  # a subclass may skip __init__
+        key = (c, labels.dtype)
+        row = cache.get(key)
+        if row is None:
+            if len(cache) > 8:  # many class counts: start over
+                cache.clear()
+            arange = self.xp.arange(c, dtype=labels.dtype, device=labels.device)
+            row = cache[key] = self.xp.reshape(arange, (1, c))
+        return row
 
     # -- convolution windows (layouts in nnx.window) ----------------------------------------
     def transpose2d(self, a: Any) -> Any:
