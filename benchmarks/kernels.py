@@ -5,7 +5,8 @@
 Both tables run on the same arrays in alternating rounds; the table shows the
 median time of each and their ratio (below 1: the numba loop is faster).  The
 sizes are those of the CNN case (batch 64) and the MLP's SGD-momentum step over
-all its 235,146 parameters.
+all its 235,146 parameters.  The last two rows are whole training steps of the
+run.py cases' models (random data), one numpy backend per table.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import nnx  # noqa: E402
 from nnx.backend import NumpyBackend, NumpyOps  # noqa: E402
 from nnx.backend.jit import JitOps  # noqa: E402
 
@@ -65,11 +67,62 @@ def cases(ops: NumpyOps, rng: np.random.Generator) -> dict[str, Callable[[], obj
     }
 
 
+def steps(backend: NumpyBackend, rng: np.random.Generator) -> dict[str, Callable[[], object]]:
+    """name -> one training step (SGD momentum) of the MLP and the CNN case on ``backend``."""
+    with nnx.using(backend):
+        nnx.manual_seed(0)
+        mlp = nnx.Sequential(
+            nnx.Linear(784, 256), nnx.ReLU(), nnx.Linear(256, 128), nnx.ReLU(),
+            nnx.Linear(128, 10),
+        )  # fmt: skip
+        cnn = nnx.Sequential(
+            nnx.Conv2d(1, 8, 5), nnx.ReLU(), nnx.MaxPool2d(2),
+            nnx.Conv2d(8, 16, 5), nnx.ReLU(), nnx.MaxPool2d(2),
+            nnx.Flatten(), nnx.Linear(256, 10),
+        )  # fmt: skip
+
+    def step(model: nnx.Sequential, x: np.ndarray) -> Callable[[], object]:
+        model.requires_input_grad = False
+        opt = nnx.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        loss_fn = nnx.CrossEntropyLoss()
+        xb = backend.asarray(x)
+        yb = backend.asarray(rng.integers(0, 10, x.shape[0]), "int64")
+
+        def run() -> None:
+            opt.zero_grad()
+            loss_fn(model(xb), yb)
+            model.backward(loss_fn.backward())
+            opt.step()
+
+        with nnx.using(backend):  # the loss and the optimizer bind to this backend (its ops)
+            run()  # (both own NumPy arrays: the first owner found is kept)
+        return run
+
+    return {
+        "MLP step (batch 128)": step(mlp, rng.random((128, 784), dtype=np.float32)),
+        "CNN step (batch 64)": step(cnn, rng.random((64, 1, 28, 28), dtype=np.float32)),
+    }
+
+
+class _Plain(NumpyBackend):
+    """The numpy backend with the NumPy-only kernel table."""
+
+    ops_class = NumpyOps  # type: ignore[assignment]
+
+
+class _Jit(NumpyBackend):
+    """The numpy backend with the numba kernel table."""
+
+    ops_class = JitOps  # type: ignore[assignment]
+
+
 def main(rounds: int = 7, reps: int = 100) -> None:
     """Print the table."""
-    xp = NumpyBackend.xp
-    tables = {"NumpyOps": NumpyOps(xp), "JitOps": JitOps(xp)}
-    runs = {name: cases(ops, np.random.default_rng(0)) for name, ops in tables.items()}
+    backends = {"NumpyOps": _Plain(), "JitOps": _Jit()}
+    runs = {
+        name: {**cases(b.ops, np.random.default_rng(0)), **steps(b, np.random.default_rng(0))}
+        for name, b in backends.items()
+    }
     times: dict[str, dict[str, list[float]]] = {n: {k: [] for k in runs[n]} for n in runs}
     for r in range(rounds):
         order = list(runs) if r % 2 == 0 else list(runs)[::-1]
