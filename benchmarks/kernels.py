@@ -49,7 +49,10 @@ def cases(ops: NumpyOps, rng: np.random.Generator) -> dict[str, Callable[[], obj
     logits, labels = r(128, 10), rng.integers(0, 10, 128)
     conv1, bias1 = r(8, 64 * 576), r(8)
     mu = np.float32(0.9)
+    h1, h2 = r(64, 8, 24, 24), r(128, 256)
     return {
+        "relu (64, 8, 24, 24)": lambda: ops.relu(h1),
+        "relu (128, 256)": lambda: ops.relu(h2),
         "relu_backward (64, 8, 24, 24)": lambda: ops.relu_backward(d1, p1),
         "relu_backward (64, 16, 8, 8)": lambda: ops.relu_backward(d2, p2),
         "maxpool_forward 2x2 (64, 8, 24, 24)": lambda: ops.maxpool_forward(p1, (2, 2), 12, 12),

@@ -143,6 +143,17 @@ def test_numba_disable_jit_means_the_numpy_table(monkeypatch):
 
 
 @needs_numba
+def test_relu_keeps_what_maximum_does_with_nan_infinities_and_signed_zeros():
+    ops = JitOps(NumpyBackend.xp)
+    for dtype in (np.float32, np.float64):
+        x = np.array([np.nan, -np.inf, np.inf, -0.0, 0.0, -1.5, 2.5, -np.nan], dtype)
+        got = ops.relu(x)
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, np.maximum(x, 0))  # NaN where NaN, 0 for -inf
+        assert not np.signbit(got[3])  # relu(-0.0) is a zero; NumPy's sign differs by version
+
+
+@needs_numba
 def test_an_ndarray_subclass_goes_to_numpy(tmp_path):
     ops = JitOps(NumpyBackend.xp)
     y = np.memmap(tmp_path / "y.dat", dtype=np.float32, mode="w+", shape=(3, 4))

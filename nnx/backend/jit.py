@@ -12,7 +12,9 @@ kit checks every one against the default.
 
 What one pass buys (``python benchmarks/kernels.py`` times each kernel both
 ways): the SGD momentum step reads and writes each array once instead of five
-sweeps with a temporary; the ReLU backward skips building a 0/1 mask; col2im
+sweeps with a temporary; the ReLU forward runs at the speed of a copy (NumPy's
+``maximum``, NaN-aware, took 88 us for LeNet's first activation, 295k floats, against
+20 us); the ReLU backward skips building a 0/1 mask; col2im
 adds every window offset in one loop instead of kh*kw strided ufunc calls; 2x2
 max-pooling (forward and backward) reads each input once; a convolution's output
 with the batch outermost is copied into NCHW with its bias in one loop (with the
@@ -97,6 +99,14 @@ class JitOps(NumpyOps):
         t = value.dtype.type
         self.k.momentum_step(value.reshape(-1), buf.reshape(-1), g.reshape(-1), t(momentum), t(lr))
         return value, buf
+
+    def relu(self, x: Any) -> Any:
+        """``maximum(x, 0)`` in one loop (NumPy's ``maximum`` is 4-8x slower than a copy here)."""
+        if not _plain(x) or self._split(x.size):
+            return super().relu(x)
+        out = numpy.empty(x.shape, dtype=x.dtype)
+        self.k.relu(x.reshape(-1), out.reshape(-1))
+        return out
 
     def relu_backward(self, dy: Any, y: Any) -> Any:
         """``dy * (y > 0)`` in one loop."""

@@ -27,6 +27,15 @@ def momentum_step(value, buf, g, momentum, lr):  # pragma: no cover - compiled
 
 
 @jit
+def relu(x, out):  # pragma: no cover - compiled
+    """out = maximum(x, 0): 0 where x <= 0, x elsewhere (NaN stays NaN, as in ``maximum``)."""
+    zero = x.dtype.type(0)
+    for i in range(x.size):
+        v = x[i]
+        out[i] = zero if v <= zero else v
+
+
+@jit
 def relu_backward(dy, y, out):  # pragma: no cover - compiled
     """out = dy * (y > 0), the 0/1 mask multiplied in as the default does (NaN * 0 is NaN)."""
     zero, one = dy.dtype.type(0), dy.dtype.type(1)
