@@ -155,6 +155,15 @@ class Ops:
         """
         return self.col2im(wt @ dy, shape, kernel, stride, padding, batch_last)
 
+    def conv_weight_grad(self, dy: Any, cols: Any) -> Any:
+        """``dy @ cols.T``: a convolution's weight gradient (O, C*kh*kw) from its output
+        gradient ``dy`` (O, pixels) and its windows ``cols`` (C*kh*kw, pixels).
+
+        Computed as ``(cols @ dy.T).T``, the orientation BLAS runs fastest with a long
+        inner dimension.
+        """
+        return (cols @ dy.T).T
+
     def conv_output(
         self, y: Any, bias: Any | None, shape: tuple[int, int, int, int], batch_last: bool
     ) -> Any:

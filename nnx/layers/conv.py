@@ -79,8 +79,7 @@ class Conv2d(Layer):
         cols, shape, batch_last = self.saved()
         xp, ops, o = self.xp, self.ops, self.out_channels
         dy2 = ops.from_nchw(dy, batch_last)  # (O, pixels), as cols
-        # (cols @ dy2^T)^T: the orientation BLAS runs fastest with a long inner dimension
-        self.weight.accumulate(xp.reshape((cols @ dy2.T).T, self.weight.shape))
+        self.weight.accumulate(xp.reshape(ops.conv_weight_grad(dy2, cols), self.weight.shape))
         if self.bias is not None:
             self.bias.accumulate(ops.sum_axis1(dy2))
         if not self.requires_input_grad:

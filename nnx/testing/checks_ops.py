@@ -128,6 +128,10 @@ def _cases(name: str, b: Backend, ref: Ops) -> Iterator[Case]:
                     logits[0, 2] = -np.inf
                 what = f"({n}, {c}), smoothing {smoothing}, scale {scale:g}"
                 yield what, (b.asarray(logits), labels, smoothing, scale), {}
+    elif name == "conv_weight_grad":  # wide enough to be summed in slices on NumPy
+        for k, o, m in ((6, 4, 50), (25, 8, 9216)):
+            what = f"windows ({k}, {m}), gradient ({o}, {m})"
+            yield what, (b.asarray(_host((o, m), 8)), b.asarray(_host((k, m), 9))), {}
     elif name == "conv_batch_last":
         yield "(1 -> 8, 5x5, 24 wide)", (1, 8, (5, 5), 24), {}
     else:
