@@ -11,9 +11,13 @@ from nnx.layers.base import Layer
 class Activation(Layer):
     """An elementwise function; subclasses define ``fn`` and ``grad`` (from x and y)."""
 
+    #: whether ``grad`` reads the input; those that need only the output set this False,
+    #: so the input (often a large activation) is not held until the backward pass
+    needs_input = True
+
     def forward(self, x: Any) -> Any:
         y = self.fn(x)
-        self.save_for_backward(x, y)
+        self.save_for_backward(x if self.needs_input else None, y)
         return y
 
     def backward(self, dy: Any) -> Any:
@@ -32,6 +36,8 @@ class Activation(Layer):
 class Identity(Activation):
     """y = x."""
 
+    needs_input = False
+
     def fn(self, x: Any) -> Any:
         return x
 
@@ -41,6 +47,8 @@ class Identity(Activation):
 
 class ReLU(Activation):
     """y = max(x, 0)."""
+
+    needs_input = False
 
     def fn(self, x: Any) -> Any:
         return self.ops.relu(x)
@@ -69,6 +77,8 @@ class LeakyReLU(Activation):
 class Sigmoid(Activation):
     """y = 1 / (1 + exp(-x)), computed as (1 + tanh(x / 2)) / 2: no overflow."""
 
+    needs_input = False
+
     def fn(self, x: Any) -> Any:
         return 0.5 * self.xp.tanh(0.5 * x) + 0.5
 
@@ -78,6 +88,8 @@ class Sigmoid(Activation):
 
 class Tanh(Activation):
     """y = tanh(x)."""
+
+    needs_input = False
 
     def fn(self, x: Any) -> Any:
         return self.xp.tanh(x)
@@ -107,6 +119,8 @@ class GELU(Activation):
 
 class Softmax(Activation):
     """Softmax along ``axis`` (shifted by the max: no overflow)."""
+
+    needs_input = False
 
     def __init__(self, axis: int = -1) -> None:
         super().__init__()
