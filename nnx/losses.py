@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 import array_api_compat
-import numpy as np
 
 from nnx.backend import Backend, OwnerCache, to_numpy
 from nnx.backend.ops import Ops
@@ -188,10 +187,9 @@ class CrossEntropyLoss(Loss):
         if mode == "auto":
             mode = "every_batch" if self.backend.host_memory else "deferred"
         if mode == "every_batch":
-            host = to_numpy(target)
-            bad = np.flatnonzero((host < 0) | (host >= c))
-            if bad.size:
-                i = int(bad[0])
+            i = self.ops.first_bad_label(target, c)
+            if i >= 0:
+                host = to_numpy(target)
                 raise ValueError(
                     f"label {int(host[i])} at position {i} of the batch is outside [0, {c}) "
                     f"(the model has {c} classes); labels must be 0 .. {c - 1}"

@@ -77,6 +77,15 @@ def cross_entropy(logits, labels, smoothing, scale, grad):  # pragma: no cover -
 
 
 @jit
+def first_bad_label(labels, c):  # pragma: no cover - compiled
+    """Index of the first label outside [0, c), or -1."""
+    for i in range(labels.size):
+        if labels[i] < 0 or labels[i] >= c:
+            return i
+    return -1
+
+
+@jit
 def maxpool2x2_forward(x, t0, t1, t2, t3, y, rows, ow):  # pragma: no cover - compiled
     """2x2 windows, stride 2, flat arrays: the four tiles of each window and their maximum,
     as the default's pairwise max(max(t0, t1), max(t2, t3)), a NaN winning as in

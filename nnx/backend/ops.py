@@ -96,6 +96,14 @@ class Ops:
         picked = xp.where(target != 0, shifted, xp.zeros_like(shifted)) * target
         return (xp.sum(xp.log(total)) - xp.sum(picked)) * scale, grad
 
+    def first_bad_label(self, labels: Any, c: int) -> int:
+        """Index of the first integer label outside ``[0, c)``, or -1 (a host read: it syncs)."""
+        xp = self.xp
+        bad = (labels < 0) | (labels >= c)
+        if not bool(xp.any(bad)):
+            return -1
+        return int(xp.argmax(xp.astype(bad, xp.int8)))
+
     def _classes(self, c: int, labels: Any) -> Any:
         """``arange(c)`` as a (1, C) row of the labels' dtype, made once per (C, dtype)."""
         cache = self.__dict__.setdefault("_class_rows", {})  # a subclass may skip __init__

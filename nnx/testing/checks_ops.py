@@ -132,6 +132,9 @@ def _cases(name: str, b: Backend, ref: Ops) -> Iterator[Case]:
         for k, o, m in ((6, 4, 50), (25, 8, 9216)):
             what = f"windows ({k}, {m}), gradient ({o}, {m})"
             yield what, (b.asarray(_host((o, m), 8)), b.asarray(_host((k, m), 9))), {}
+    elif name == "first_bad_label":
+        for labels, c in (([0, 3, 2, 1], 4), ([0, 4, 1, 9], 4), ([2, 1, -1, 7], 3), ([5], 5)):
+            yield f"{labels}, {c} classes", (b.asarray(np.array(labels), "int64"), c), {}
     elif name == "conv_batch_last":
         yield "(1 -> 8, 5x5, 24 wide)", (1, 8, (5, 5), 24), {}
     else:
@@ -140,6 +143,11 @@ def _cases(name: str, b: Backend, ref: Ops) -> Iterator[Case]:
 
 def _compare(name: str, fast: Callable, slow: Callable, case: Case) -> None:
     what, args, kwargs = case
+    if name == "first_bad_label":  # an index, exactly
+        got, want = fast(*args, **kwargs), slow(*args, **kwargs)
+        if got != want or type(got) is not int:
+            raise AssertionError(f"first_bad_label({what}) gave {got!r}, the default {want!r}")
+        return
     if name == "conv_batch_last":  # a layout choice: any bool is right
         got = fast(*args, **kwargs)
         if not isinstance(got, bool):
