@@ -9,6 +9,7 @@ import types
 
 import numpy as np
 import pytest
+from helpers import dtype_name
 
 import nnx
 from nnx.backend import NumpyBackend, context
@@ -245,3 +246,19 @@ def test_discovery_is_thread_safe(monkeypatch):
     for t in threads:
         t.join()
     assert results == ["slowplugin", "slowplugin"]
+
+
+def test_asarray_honours_the_dtype_asked_for(backend):
+    """``nnx.asarray(x, dtype=...)`` casts host data and arrays already on the device."""
+    from nnx.testing.helpers import _has_float64
+
+    host_data = np.arange(6, dtype=np.float64).reshape(2, 3) / 4
+    assert dtype_name(nnx.asarray(host_data)) == "float32"  # the default
+    assert dtype_name(nnx.asarray(host_data, dtype="int32")) == "int32"
+    on_device = nnx.asarray(host_data)
+    assert nnx.asarray(on_device) is on_device
+    assert dtype_name(nnx.asarray(on_device, dtype="int64")) == "int64"
+    if _has_float64(backend):
+        got = nnx.asarray(host_data, dtype="float64")
+        assert dtype_name(got) == "float64"
+        np.testing.assert_array_equal(nnx.to_numpy(got), host_data)

@@ -10,6 +10,7 @@ from helpers import dtype_name, host
 
 import nnx
 from nnx.optim import SGD, Adam, AdamW, CosineLR, RMSprop, StepLR, WarmupLR
+from nnx.testing.helpers import _has_float64
 
 W0 = np.array([0.5, -1.0, 2.0], np.float32)
 GRADS = [np.array(g, np.float32) for g in ([0.1, -0.2, 0.3], [0.4, 0.0, -0.1], [-0.3, 0.2, 0.2])]
@@ -161,3 +162,32 @@ def test_schedules():
     opt = SGD(nnx.Linear(1, 1).parameters(), lr=1.0)
     warm = WarmupLR(opt, warmup=2, start_factor=0.5)
     assert [opt.lr] + [warm.step() for _ in range(3)] == [0.5, 0.75, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("mixed", [False, True], ids=["float32", "float32+float64"])
+def test_sgd_momentum_over_many_parameters_matches_a_loop_per_parameter(backend, mixed):
+    """SGD momentum over several parameters against plain NumPy, with a parameter that has
+    no gradient in one step and, mixed, a float64 parameter (each keeps its dtype)."""
+    if mixed and not _has_float64(backend):
+        pytest.skip(f"{backend.name} has no float64")
+    rng = np.random.default_rng(3)
+    shapes = [(4, 3), (3,), (2, 5)]
+    dtypes = ["float32", "float64" if mixed else "float32", "float32"]
+    start = [rng.standard_normal(s).astype(d) for s, d in zip(shapes, dtypes, strict=True)]
+    params = [nnx.Parameter(nnx.asarray(w.copy(), dtype=d), f"p{i}")
+              for i, (w, d) in enumerate(zip(start, dtypes, strict=True))]  # fmt: skip
+    opt = SGD(params, lr=0.1, momentum=0.9)
+    want, bufs = [w.astype(np.float64) for w in start], [None] * 3
+    for step in range(4):
+        opt.zero_grad()
+        for i, p in enumerate(params):
+            if step == 2 and i == 1:
+                continue  # no gradient: neither the value nor the buffer moves
+            g = rng.standard_normal(shapes[i]).astype(dtypes[i])
+            p.accumulate(nnx.asarray(g, dtype=dtypes[i]))
+            bufs[i] = g.astype(np.float64) if bufs[i] is None else 0.9 * bufs[i] + g
+            want[i] = want[i] - 0.1 * bufs[i]
+        opt.step()
+    for p, w, d in zip(params, want, dtypes, strict=True):
+        assert dtype_name(p.value) == d
+        np.testing.assert_allclose(host(p.value), w, rtol=1e-5, atol=1e-6)

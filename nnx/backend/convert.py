@@ -106,12 +106,18 @@ def _from_any_library(x: Any) -> np.ndarray:
 def asarray(x: Any, device: str | Backend | None = None, dtype: Any = None) -> Any:
     """Put host data or another backend's array on ``device`` (default: current).
 
-    Without ``dtype``, floating data becomes float32 and integer data keeps its type.
+    Without ``dtype``, floating data becomes float32 and integer data keeps its type;
+    with one (a name such as "float64", or a dtype), the result has that dtype.
     """
     backend = get_backend(device)
-    if dtype is None and backend.owns(x) and x.dtype == backend.xp.float32:
-        return x
-    return move(x, backend)
+    if dtype is None:
+        if backend.owns(x) and x.dtype == backend.xp.float32:
+            return x
+        return move(x, backend)
+    want = backend.dtype(dtype)
+    if backend.owns(x):
+        return x if x.dtype == want else backend.xp.astype(x, want)
+    return backend.asarray(to_numpy(x), want)
 
 
 def move(
