@@ -66,6 +66,7 @@ def cases(ops: NumpyOps, rng: np.random.Generator) -> dict[str, Callable[[], obj
             cols, (64, 8, 12, 12), (5, 5), (1, 1), (0, 0), True
         ),
         "cross_entropy (128, 10)": lambda: ops.cross_entropy(logits, labels, 0.0, 1 / 128),
+        "first_bad_label (128 labels)": lambda: ops.first_bad_label(labels, 10),
         "momentum_step (235,146 parameters)": lambda: ops.momentum_step(value, buf, grad, mu, 1e-6),
     }
 
