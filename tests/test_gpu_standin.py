@@ -299,3 +299,26 @@ def test_cupy_ops_pass_the_kit_with_numpy_as_the_module():
     buf = np.ones(3, np.float32)
     out = backend.ops.momentum_update(buf, np.full(3, 2.0, np.float32), np.float32(0.5))
     np.testing.assert_allclose(out, 2.5)
+
+
+def test_cupy_ops_compute_a_weight_gradient_in_one_product(monkeypatch):
+    """The pixel slices are an OpenBLAS rule: with cupy as the module, one product."""
+    import types
+
+    from nnx.backend import Ops
+    from nnx.backend.cupy_ops import CupyOps
+
+    calls = []
+
+    def default(self, dy, cols):
+        calls.append(1)
+        return (cols @ dy.T).T
+
+    monkeypatch.setattr(Ops, "conv_weight_grad", default)
+    dy, cols = np.ones((8, 9216), np.float32), np.ones((25, 9216), np.float32)
+    not_numpy = types.SimpleNamespace(empty=np.empty, zeros=np.zeros)
+    CupyOps(NumpyBackend.xp, None, np=not_numpy).conv_weight_grad(dy, cols)
+    assert calls == [1]
+    got = CupyOps(NumpyBackend.xp, None, np=np).conv_weight_grad(dy, cols)  # NumPy: slices
+    assert calls == [1]
+    np.testing.assert_allclose(got, np.full((8, 25), 9216.0))
