@@ -191,3 +191,32 @@ def test_sgd_momentum_over_many_parameters_matches_a_loop_per_parameter(backend,
     for p, w, d in zip(params, want, dtypes, strict=True):
         assert dtype_name(p.value) == d
         np.testing.assert_allclose(host(p.value), w, rtol=1e-5, atol=1e-6)
+
+
+def test_deepcopy_of_model_optimizer_and_loss_continues_identically_and_independently(backend):
+    """``copy.deepcopy((model, opt, loss_fn))`` after a step, as for a best-so-far snapshot."""
+    import copy
+
+    x = nnx.asarray(np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3))
+    y = nnx.asarray(np.array([0, 1, 1, 0]), dtype="int64")
+    nnx.manual_seed(0)
+    model = nnx.Sequential(nnx.Linear(3, 5), nnx.ReLU(), nnx.Linear(5, 2))
+    opt, loss_fn = SGD(model.parameters(), lr=0.1, momentum=0.9), nnx.CrossEntropyLoss()
+
+    def step(m, o, lf):
+        o.zero_grad()
+        lf(m(x), y)
+        m.backward(lf.backward())
+        o.step()
+
+    step(model, opt, loss_fn)
+    model2, opt2, loss2 = copy.deepcopy((model, opt, loss_fn))
+    assert opt2.params == model2.parameters()  # the copy's optimizer updates the copy
+    assert loss2.backend is loss_fn.backend and model2.backend is model.backend
+    before = [host(p.value) for p in model.parameters()]
+    step(model2, opt2, loss2)
+    for p, b in zip(model.parameters(), before, strict=True):
+        np.testing.assert_array_equal(host(p.value), b)  # the original did not move
+    step(model, opt, loss_fn)
+    for p, q in zip(model.parameters(), model2.parameters(), strict=True):
+        np.testing.assert_allclose(host(p.value), host(q.value), rtol=1e-6, atol=1e-7)

@@ -201,5 +201,10 @@ class Backend:
         """The device spec that selects this backend, e.g. "cupy:0"."""
         return f"{self.name}:{self.device}"
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Backend:
+        """The backend itself: there is one per device in a process (and its namespace is
+        a module), so ``copy.deepcopy`` of a loss or an optimizer shares it, as a model's does."""
+        return self
+
     def __repr__(self) -> str:
         return f"<nnx backend {self.spec}>"

@@ -243,5 +243,9 @@ class Ops:
         pieces.append(rest)
         return self.pool_untile(pieces, kernel, shape)
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Ops:
+        """The table itself: kernels hold no training state (see Backend.__deepcopy__)."""
+        return self
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} on {self.device}>"
