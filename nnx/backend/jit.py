@@ -77,6 +77,11 @@ def _plain(*arrays: Any) -> bool:
     )
 
 
+def _int_labels(labels: Any) -> bool:
+    """Whether the loops take these class labels: a 1-D NumPy array of signed integers."""
+    return type(labels) is numpy.ndarray and labels.dtype.kind == "i" and labels.ndim == 1
+
+
 class JitOps(NumpyOps):
     """NumpyOps with numba loops for the kernels listed in the module docstring."""
 
@@ -120,10 +125,7 @@ class JitOps(NumpyOps):
         self, logits: Any, labels: Any, smoothing: float, scale: float
     ) -> tuple[Any, Any]:
         """Loss and gradient in one loop over the rows (to rounding, the portable result)."""
-        ints = (
-            labels.dtype.kind == "i" and labels.flags.c_contiguous and type(labels) is numpy.ndarray
-        )
-        if not (ints and _plain(logits)):
+        if not (_int_labels(labels) and _plain(logits)):
             return super().cross_entropy(logits, labels, smoothing, scale)
         grad = numpy.empty(logits.shape, dtype=logits.dtype)
         loss = self.k.cross_entropy(logits, labels, float(smoothing), float(scale), grad)
@@ -131,7 +133,7 @@ class JitOps(NumpyOps):
 
     def first_bad_label(self, labels: Any, c: int) -> int:
         """One loop over the labels instead of four NumPy calls (the loss's check every batch)."""
-        if not (type(labels) is numpy.ndarray and labels.dtype.kind == "i" and labels.ndim == 1):
+        if not _int_labels(labels):
             return super().first_bad_label(labels, c)
         return int(self.k.first_bad_label(labels, c))
 

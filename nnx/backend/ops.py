@@ -71,7 +71,8 @@ class Ops:
     def cross_entropy(
         self, logits: Any, labels: Any, smoothing: float, scale: float
     ) -> tuple[Any, Any]:
-        """Softmax cross-entropy of logits (N, C) and integer labels (N,), checked in range.
+        """Softmax cross-entropy of logits (N, C) and integer labels (N,) in ``[0, C)``
+        (the loss checks them first: :meth:`first_bad_label`).
 
         Returns ``(loss, grad)``: the 0-d sum over samples of ``-sum(target * log_softmax)``
         times ``scale``, and its gradient ``(softmax - target) * scale``, where target is

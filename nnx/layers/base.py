@@ -179,14 +179,13 @@ class Layer:
     def __deepcopy__(self, memo: dict[int, Any]) -> Layer:
         """``copy.deepcopy(model)``: new parameters, buffers and state on the same backend.
 
-        The backend, its namespace and kernel table are shared (a backend is one per
-        device in a process, and namespaces are modules, which cannot be copied).
+        The namespace ``xp`` is shared (a module, which cannot be copied); the backend and
+        its kernel table share themselves (``Backend.__deepcopy__``).
         """
         new = type(self).__new__(type(self))
         memo[id(self)] = new
         for name, value in vars(self).items():
-            shared = name in ("backend", "xp", "ops")
-            setattr(new, name, value if shared else copy.deepcopy(value, memo))
+            setattr(new, name, value if name == "xp" else copy.deepcopy(value, memo))
         return new
 
     def to(self, device: str | Backend | None = None, dtype: str | None = None) -> Layer:
