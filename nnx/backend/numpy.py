@@ -71,11 +71,12 @@ class NumpyOps(ThreadedKernels):
     def conv_batch_last(self, in_channels: int, out_channels: int, kernel: Pair, ow: int) -> bool:
         """Batch innermost unless O*OW >= 4*C*kh*kw (measured on NumPy).
 
-        Batch outermost, each window copy moves runs of only OW elements
-        (C*kh*kw*N*OH runs); batch innermost, runs of OW*N, but the output and
-        its gradient (O*OH*OW*N elements) must be transposed to and from NCHW.
-        Batch outermost pays for e.g. LeNet's first conv (1 -> 8 channels, 5x5,
-        24 wide) but not its second (8 -> 16, 5x5, 8 wide).
+        Batch outermost, the window copies move short runs (OW elements, or OH*OW
+        at row stride 1: :meth:`_im2col_rows`) and col2im adds runs of OW; batch
+        innermost, runs of OW*N, but the output and its gradient (O*OH*OW*N
+        elements) must be transposed to and from NCHW.  Batch outermost pays for
+        e.g. LeNet's first conv (1 -> 8 channels, 5x5, 24 wide) but not its second
+        (8 -> 16, 5x5, 8 wide: 1.2x slower CNN steps).
         """
         return out_channels * ow < 4 * in_channels * kernel[0] * kernel[1]
 
@@ -104,6 +105,8 @@ class NumpyOps(ThreadedKernels):
             xt = padded
         else:
             xt = np.ascontiguousarray(xt)
+        if not batch_last and sh == 1:
+            return self._im2col_rows(xt, kernel, sw, oh, ow)
         win = np.lib.stride_tricks.sliding_window_view(xt, (kh, kw), axis=(a, a + 1))
         index = [slice(None)] * 4
         index[a], index[a + 1] = slice(0, sh * (oh - 1) + 1, sh), slice(0, sw * (ow - 1) + 1, sw)
@@ -116,6 +119,28 @@ class NumpyOps(ThreadedKernels):
 
         self._parallel(src.shape[3], copy, out.size)
         return out.reshape(c * kh * kw, oh * ow * n)
+
+    def _im2col_rows(self, xt: Any, kernel: Pair, sw: int, oh: int, ow: int) -> Any:
+        """Batch-outer windows of (padded) ``xt`` (C, N, H, W) at row stride 1, in two copies.
+
+        A one-copy im2col moves runs of only OW elements (C*kh*kw*N*OH of them: 38,400
+        for LeNet's first conv, 190 us, mostly per-run cost).  Copying the kw column
+        shifts first, (C, kw, N, H, OW), makes every kernel row's windows one run of
+        OH*OW elements in the second copy: 110 us there, and the CNN step ~5% faster.
+        """
+        np = self.np
+        (kh, kw), (c, n, h) = kernel, xt.shape[:3]
+        shifted = np.empty((c, kw, n, h, ow), dtype=xt.dtype)
+        out = np.empty((c, kh, kw, n, oh, ow), dtype=xt.dtype)
+
+        def copy(lo: int, hi: int) -> None:
+            for j in range(kw):
+                shifted[:, j, lo:hi] = xt[:, lo:hi, :, j : j + sw * (ow - 1) + 1 : sw]
+            for i in range(kh):
+                out[:, i, :, lo:hi] = shifted[:, :, lo:hi, i : i + oh]
+
+        self._parallel(n, copy, out.size)
+        return out.reshape(c * kh * kw, n * oh * ow)
 
     def col2im(
         self,
