@@ -5,7 +5,7 @@
 Both tables run on the same arrays in alternating rounds; the table shows the
 median time of each and their ratio (below 1: the numba loop is faster).  The
 sizes are those of the CNN case (batch 64) and the MLP's SGD-momentum step over
-all its 235,146 parameters.  The last two rows are whole training steps of the
+all its 235,146 parameters, and the XOR case's Adam step and loss.  The last two rows are whole training steps of the
 run.py cases' models (random data), one numpy backend per table.
 """
 
@@ -50,6 +50,9 @@ def cases(ops: NumpyOps, rng: np.random.Generator) -> dict[str, Callable[[], obj
     conv1, bias1 = r(8, 64 * 576), r(8)
     mu = np.float32(0.9)
     h1, h2 = r(64, 8, 24, 24), r(128, 256)
+    w8, m8, v8, g8 = r(8, 2), r(8, 2), np.abs(r(8, 2)), r(8, 2)
+    betas = tuple(np.asarray(b, np.float32) for b in (0.9, 0.1, 0.999, 0.001))
+    z4, y4 = r(4, 1), (r(4, 1) > 0).astype(np.float32)
     return {
         "relu (64, 8, 24, 24)": lambda: ops.relu(h1),
         "relu (128, 256)": lambda: ops.relu(h2),
@@ -68,6 +71,8 @@ def cases(ops: NumpyOps, rng: np.random.Generator) -> dict[str, Callable[[], obj
         "cross_entropy (128, 10)": lambda: ops.cross_entropy(logits, labels, 0.0, 1 / 128),
         "first_bad_label (128 labels)": lambda: ops.first_bad_label(labels, 10),
         "momentum_step (235,146 parameters)": lambda: ops.momentum_step(value, buf, grad, mu, 1e-6),
+        "adam_step (XOR's 8 x 2 weight)": lambda: ops.adam_step(w8, m8, v8, g8, betas, 1e-9, 1e-8),
+        "bce_with_logits (XOR, 4 x 1)": lambda: ops.bce_with_logits(z4, y4, 0.25),
     }
 
 

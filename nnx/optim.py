@@ -229,21 +229,15 @@ class Adam(Optimizer):
             else:
                 (decay,) = self._constants(p, (self.weight_decay,))
                 g = g + decay * p.value
-        b1, c1, b2, c2 = self._constants(p, self._hyper)
+        betas = self._constants(p, self._hyper)
         state = p.state
         m, v = state.get("m"), state.get("v")
         if m is None or v is None:
             m, v = self._state(p, "m"), self._state(p, "v")
-        m *= b1
-        m += c1 * g
-        v *= b2
-        v += c2 * (g * g)
-        state["m"], state["v"] = m, v
-        u = v**0.5
-        u += self._eps_hat
-        u = m / u
-        u *= self._step_size
-        p.value -= u
+        ops = self.backend(p).ops
+        p.value, state["m"], state["v"] = ops.adam_step(
+            p.value, m, v, g, betas, self._step_size, self._eps_hat
+        )
 
 
 class AdamW(Adam):

@@ -90,6 +90,24 @@ def test_training_is_bit_identical_with_either_table():
 
 
 @needs_numba
+def test_the_adam_loop_gives_the_numpy_kernels_bits():
+    """Same float32 operations in the same order: equal bits over many steps."""
+    rng = np.random.default_rng(1)
+    plain, jit = NumpyOps(NumpyBackend.xp), JitOps(NumpyBackend.xp)
+    betas = tuple(np.asarray(b, np.float32) for b in (0.9, 0.1, 0.999, 0.001))
+    start = [rng.standard_normal((7, 13)).astype(np.float32) for _ in range(2)]
+    runs = []
+    for ops in (plain, jit):
+        value, m, v = start[0].copy(), start[1].copy(), np.zeros((7, 13), np.float32)
+        for t in range(1, 30):
+            g = np.random.default_rng(t).standard_normal((7, 13)).astype(np.float32)
+            value, m, v = ops.adam_step(value, m, v, g, betas, 1e-2 / t, 1e-8 / t)
+        runs.append((value, m, v))
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@needs_numba
 def test_arrays_the_loops_do_not_take_go_to_numpy():
     ops = JitOps(NumpyBackend.xp)
     dy = np.arange(12, dtype=np.float16).reshape(3, 4) - 5

@@ -3,7 +3,7 @@
 Each loop does in one pass over memory what the NumPy kernel does in several
 ufunc sweeps, and does the arithmetic in the same order, so results match the
 portable defaults exactly (no ``fastmath``: no reassociation, no fused
-multiply-add); col2im and cross-entropy sum in another order and match to
+multiply-add); col2im, cross-entropy and BCE-with-logits sum in another order and match to
 rounding.  Arguments are C-contiguous arrays of one float dtype; JitOps
 checks that and hands anything else to the NumPy kernels.  Compiled on first
 use and cached on disk (``cache=True``).
@@ -24,6 +24,23 @@ def momentum_step(value, buf, g, momentum, lr):  # pragma: no cover - compiled
         b = buf[i] * momentum + g[i]
         buf[i] = b
         value[i] -= lr * b
+
+
+@jit
+def adam_step(value, m, v, g, b1, c1, b2, c2, step_size, eps_hat):  # pragma: no cover
+    """m = m * b1 + c1 * g; v = v * b2 + c2 * (g * g);
+    value -= (m / (sqrt(v) + eps_hat)) * step_size (C-contiguous arrays, in place)."""
+    n = value.size
+    value, m, v, g = value.reshape(n), m.reshape(n), v.reshape(n), g.reshape(n)
+    t = value.dtype.type  # step_size, eps_hat: Python floats, rounded to the arrays' dtype
+    step_size, eps_hat = t(step_size), t(eps_hat)
+    for i in range(n):
+        gi = g[i]
+        mi = m[i] * b1 + c1 * gi
+        vi = v[i] * b2 + c2 * (gi * gi)
+        m[i] = mi
+        v[i] = vi
+        value[i] -= (mi / (np.sqrt(vi) + eps_hat)) * step_size
 
 
 @jit
@@ -74,6 +91,21 @@ def cross_entropy(logits, labels, smoothing, scale, grad):  # pragma: no cover -
                 picked += t * (logits[i, k] - top)
         loss += np.log(total) - picked
     return loss * scale
+
+
+@jit
+def bce_with_logits(z, y, scale, grad):  # pragma: no cover - compiled
+    """Binary cross-entropy on logits (see Ops.bce_with_logits): fills ``grad``, returns the
+    loss summed over the elements (in float64, then rounded by the caller)."""
+    n = z.size
+    z, y, grad = z.reshape(n), y.reshape(n), grad.reshape(n)
+    zero, half = z.dtype.type(0), z.dtype.type(0.5)
+    total = 0.0
+    for i in range(n):
+        zi, yi = z[i], y[i]
+        total += (zi if zi > zero else zero) - zi * yi + np.log1p(np.exp(-abs(zi)))
+        grad[i] = (half * np.tanh(half * zi) + half - yi) * scale
+    return total
 
 
 @jit

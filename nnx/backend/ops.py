@@ -62,6 +62,34 @@ class Ops:
         buf = self.momentum_update(buf, g, momentum)
         return self.sub_scaled(value, lr, buf), buf
 
+    def adam_step(
+        self,
+        value: Any,
+        m: Any,
+        v: Any,
+        g: Any,
+        betas: tuple[Any, Any, Any, Any],
+        step_size: float,
+        eps_hat: float,
+    ) -> tuple[Any, Any, Any]:
+        """One Adam step with its bias corrections folded into ``step_size`` and ``eps_hat``.
+
+        ``betas`` is ``(b1, 1 - b1, b2, 1 - b2)``: ``m = b1 * m + (1 - b1) * g``,
+        ``v = b2 * v + (1 - b2) * g * g``, ``value -= step_size * m / (sqrt(v) + eps_hat)``.
+        Returns ``(value, m, v)``, updated in place where writeable.
+        """
+        b1, c1, b2, c2 = betas
+        m *= b1
+        m += c1 * g
+        v *= b2
+        v += c2 * (g * g)
+        u = v**0.5
+        u += eps_hat
+        u = m / u
+        u *= step_size
+        value -= u
+        return value, m, v
+
     def sub_scaled(self, value: Any, scale: float, g: Any) -> Any:
         """``value - scale * g`` (the SGD step), in place where writeable; returns the result."""
         value -= scale * g
@@ -96,6 +124,18 @@ class Ops:
         # must give 0 even for a masked -inf logit (not nan)
         picked = xp.where(target != 0, shifted, xp.zeros_like(shifted)) * target
         return (xp.sum(xp.log(total)) - xp.sum(picked)) * scale, grad
+
+    def bce_with_logits(self, logits: Any, target: Any, scale: float) -> tuple[Any, Any]:
+        """Binary cross-entropy of ``logits`` against ``target`` (same shape, values in [0, 1]).
+
+        Returns ``(loss, grad)``: the 0-d sum over elements of
+        ``max(z, 0) - z * y + log(1 + exp(-|z|))`` (stable at any z) and its gradient
+        ``(sigmoid(z) - y) * scale``, the sigmoid as ``0.5 * tanh(0.5 * z) + 0.5``.
+        """
+        xp = self.xp
+        per = xp.maximum(logits, 0.0) - logits * target + xp.log1p(xp.exp(-xp.abs(logits)))
+        sigmoid = 0.5 * xp.tanh(0.5 * logits) + 0.5
+        return xp.sum(per), (sigmoid - target) * scale
 
     def first_bad_label(self, labels: Any, c: int) -> int:
         """Index of the first integer label outside ``[0, c)``, or -1 (a host read: it syncs)."""

@@ -72,6 +72,12 @@ def _cases(name: str, b: Backend, ref: Ops) -> Iterator[Case]:
         for shape in ((4, 3), (13, 7)):
             v, buf, g = (b.asarray(_host(shape, k)) for k in (1, 2, 3))
             yield f"{shape}", (v, buf, g, mu, 0.05), {}
+    elif name == "adam_step":
+        betas = tuple(b.asarray(x) for x in (0.9, 0.1, 0.999, 0.001))
+        for shape in ((4, 3), (13, 7)):
+            value, m, g = (b.asarray(_host(shape, k)) for k in (1, 2, 3))
+            v = b.asarray(np.abs(_host(shape, 4)))  # a second moment: never negative
+            yield f"{shape}", (value, m, v, g, betas, 0.01, 1e-8), {}
     elif name == "maxpool_backward":
         # a ReLU-like input with many ties at 0 (the first maximum takes the gradient);
         # 5x7 with 2x2 windows: floor mode drops a row and a column
@@ -128,6 +134,13 @@ def _cases(name: str, b: Backend, ref: Ops) -> Iterator[Case]:
                     logits[0, 2] = -np.inf
                 what = f"({n}, {c}), smoothing {smoothing}, scale {scale:g}"
                 yield what, (b.asarray(logits), labels, smoothing, scale), {}
+    elif name == "bce_with_logits":
+        for shape in ((4, 1), (16, 3)):
+            logits = _host(shape, 7) * 20.0  # large |z|: the stable form matters
+            logits.flat[0] = 0.0
+            target = (_host(shape, 8) > 0).astype(np.float32)
+            target.flat[-1] = 0.25  # soft targets are allowed
+            yield f"{shape}", (b.asarray(logits), b.asarray(target), 1.0 / logits.size), {}
     elif name == "conv_weight_grad":  # wide enough to be summed in slices on NumPy
         for k, o, m in ((6, 4, 50), (25, 8, 9216)):
             what = f"windows ({k}, {m}), gradient ({o}, {m})"
