@@ -26,7 +26,9 @@ MLP_WIDTHS = (256, 1024, 4096)
 CNN_BATCHES = (16, 64, 256)
 ROUNDS = 5
 TARGET_S = 0.05  # seconds of steps per implementation per round
-SETTLE_S = 0.05
+#: pause before each timing: OpenBLAS's idle worker keeps spinning for ~0.1 s after a product
+#: (10 jiffies of CPU during a 0.5 s sleep, measured here) and slows whatever runs next
+SETTLE_S = 0.2
 
 
 def _mlp_data(batch: int) -> tuple[np.ndarray, np.ndarray]:
