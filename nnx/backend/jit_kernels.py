@@ -118,10 +118,11 @@ def first_bad_label(labels, c):  # pragma: no cover - compiled
 
 
 @jit
-def maxpool2x2_forward(x, t0, t1, t2, t3, y, rows, ow):  # pragma: no cover - compiled
-    """2x2 windows, stride 2, flat arrays: the four tiles of each window and their maximum,
-    as the default's pairwise max(max(t0, t1), max(t2, t3)), a NaN winning as in
-    ``maximum``.  ``x`` has 2*rows rows of 2*ow; ``y`` has rows rows of ow."""
+def maxpool2x2_forward(x, first, y, rows, ow):  # pragma: no cover - compiled
+    """2x2 windows, stride 2, flat arrays: each window's maximum, as the default's pairwise
+    max(max(t0, t1), max(t2, t3)) with a NaN winning as in ``maximum``, and in ``first`` the
+    position (0-3, row-major) of the first element equal to it (3 when none is: a NaN).
+    ``x`` has 2*rows rows of 2*ow; ``y`` and ``first`` have rows rows of ow."""
     w = 2 * ow
     for r in range(rows):
         top = 2 * r * w
@@ -132,10 +133,6 @@ def maxpool2x2_forward(x, t0, t1, t2, t3, y, rows, ow):  # pragma: no cover - co
             b = x[top + 2 * j + 1]
             c = x[bottom + 2 * j]
             d = x[bottom + 2 * j + 1]
-            t0[o + j] = a
-            t1[o + j] = b
-            t2[o + j] = c
-            t3[o + j] = d
             ab = a if (a >= b or a != a) else b
             if b != b:
                 ab = b
@@ -146,12 +143,14 @@ def maxpool2x2_forward(x, t0, t1, t2, t3, y, rows, ow):  # pragma: no cover - co
             if cd != cd:
                 m = cd
             y[o + j] = m
+            first[o + j] = 0 if a == m else (1 if b == m else (2 if c == m else 3))
 
 
 @jit
-def maxpool2x2_backward(t0, t1, t2, t3, y, dy, dx, rows, ow):  # pragma: no cover - compiled
+def maxpool2x2_backward(first, dy, dx, rows, ow):  # pragma: no cover - compiled
     """2x2 windows: each window's gradient to its first maximum, by the default's
-    arithmetic (piece = rest * mask; rest = rest - piece; the last position takes rest)."""
+    arithmetic (piece = rest * mask; rest = rest - piece; the last position takes rest),
+    the masks read from ``first`` (the tiles equal to the maximum before it are none)."""
     w = 2 * ow
     zero = dy.dtype.type(0)
     one = dy.dtype.type(1)
@@ -160,15 +159,15 @@ def maxpool2x2_backward(t0, t1, t2, t3, y, dy, dx, rows, ow):  # pragma: no cove
         bottom = top + w
         o = r * ow
         for j in range(ow):
-            m = y[o + j]
+            k = first[o + j]
             rest = dy[o + j]
-            p = rest * (one if t0[o + j] == m else zero)
+            p = rest * (one if k == 0 else zero)
             dx[top + 2 * j] = p
             rest = rest - p
-            p = rest * (one if t1[o + j] == m else zero)
+            p = rest * (one if k == 1 else zero)
             dx[top + 2 * j + 1] = p
             rest = rest - p
-            p = rest * (one if t2[o + j] == m else zero)
+            p = rest * (one if k == 2 else zero)
             dx[bottom + 2 * j] = p
             rest = rest - p
             dx[bottom + 2 * j + 1] = rest

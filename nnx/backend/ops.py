@@ -257,7 +257,12 @@ class Ops:
         return window.pad_axis(xp, window.pad_axis(xp, dx, 2, 0, h - oh * kh), 3, 0, w - ow * kw)
 
     def maxpool_forward(self, x: Any, kernel: Pair, oh: int, ow: int) -> tuple[Any, Any]:
-        """``(tiles, y)``: :meth:`pool_tiles` of ``x`` and their elementwise maximum (N, C, OH, OW)."""
+        """``(saved, y)``: what :meth:`maxpool_backward` of the same table needs, and the
+        windows' maximum ``y`` (N, C, OH, OW).
+
+        Here ``saved`` is :meth:`pool_tiles` of ``x``; a backend may keep something
+        smaller (JitOps: the position of each window's first maximum).
+        """
         xp = self.xp
         tiles = self.pool_tiles(x, kernel, oh, ow)
         views = [tiles[k, ...] for k in range(tiles.shape[0])]
@@ -269,7 +274,10 @@ class Ops:
     def maxpool_backward(
         self, tiles: Any, y: Any, dy: Any, kernel: Pair, shape: tuple[int, ...]
     ) -> Any:
-        """Max-pool input gradient from :meth:`pool_tiles` ``tiles`` and the pooled ``y``.
+        """Max-pool input gradient from :meth:`maxpool_forward`'s ``(tiles, y)``.
+
+        An override must also take the portable forward's tiles (its forward may hand
+        some inputs to this default).
 
         Each window's gradient goes to its *first* maximum (row-major), as in PyTorch:
         0/1 masks multiplied in (``where`` is ~10x slower on NumPy for random masks),

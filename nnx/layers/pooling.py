@@ -10,6 +10,8 @@ faster on contiguous arrays than on strided views.  Other shapes gather
 windows with the backend's im2col, as Conv2d does.  Max-pool backward routes each window's gradient to its
 *first* maximum (row-major), as PyTorch does: with ties, such as the zero
 background of MNIST, exactly one input per window receives the gradient.
+What the forward keeps for that is the kernel table's choice (``ops.maxpool_forward``):
+the tiles here, a byte per window (where its first maximum is) in the compiled kernels.
 """
 
 from __future__ import annotations
@@ -93,8 +95,8 @@ class MaxPool2d(_Pool2d):
         xp = self.xp
         oh, ow = self._out(x)
         if self.tiles:
-            tiles, y = self.ops.maxpool_forward(x, self.kernel_size, oh, ow)
-            self.save_for_backward(tiles, y, tuple(x.shape))
+            saved, y = self.ops.maxpool_forward(x, self.kernel_size, oh, ow)
+            self.save_for_backward(saved, y, tuple(x.shape))
         else:
             cols = self._cols(x, -math.inf)
             y = self._to_nchw(xp.max(cols, axis=1), x.shape[0], oh, ow)
@@ -103,7 +105,7 @@ class MaxPool2d(_Pool2d):
         return y
 
     def backward(self, dy: Any) -> Any:
-        # tiles: (window elements, output); else (argmax per window, None)
+        # tiles: what the ops' maxpool_forward kept, and y; else (argmax per window, None)
         windows, y, shape = self.saved()
         xp = self.xp
         if not self.requires_input_grad:

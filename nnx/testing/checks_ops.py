@@ -78,19 +78,16 @@ def _cases(name: str, b: Backend, ref: Ops) -> Iterator[Case]:
             value, m, g = (b.asarray(_host(shape, k)) for k in (1, 2, 3))
             v = b.asarray(np.abs(_host(shape, 4)))  # a second moment: never negative
             yield f"{shape}", (value, m, v, g, betas, 0.01, 1e-8), {}
-    elif name == "maxpool_backward":
+    elif name in ("maxpool_forward", "maxpool_backward"):
         # a ReLU-like input with many ties at 0 (the first maximum takes the gradient);
-        # 5x7 with 2x2 windows: floor mode drops a row and a column
+        # 5x7 with 2x2 windows: floor mode drops a row and a column; each table's
+        # backward gets what its own forward kept (see _compare_maxpool)
         for shape, k in (((2, 3, 4, 6), (2, 2)), ((2, 2, 5, 7), (2, 2)), ((2, 1, 7, 5), (3, 2)),
-                         ((3, 2, 6, 6), (3, 3))):  # fmt: skip
+                         ((3, 2, 6, 6), (3, 3)), ((3, 2, 3, 3), (1, 1))):  # fmt: skip
             oh, ow = shape[2] // k[0], shape[3] // k[1]
             x = ref.relu(b.asarray(_host(shape, 3)))
-            tiles = ref.pool_tiles(x, k, oh, ow)
-            y = tiles[0, ...]
-            for t in range(1, tiles.shape[0]):
-                y = b.xp.maximum(y, tiles[t, ...])
             dy = b.asarray(_host((shape[0], shape[1], oh, ow), 4))
-            yield f"{shape}, kernel {k}", (tiles, y, dy, k, shape), {}
+            yield f"{shape}, kernel {k}", (x, dy, k, oh, ow), {}
     elif name == "transpose2d":  # rows of 512 float32 (2 KiB) take NumPy's staged path
         for shape in ((3, 5), (4, 512)):
             yield f"{shape}", (b.asarray(_host(shape)),), {}
@@ -114,12 +111,6 @@ def _cases(name: str, b: Backend, ref: Ops) -> Iterator[Case]:
         for shape, k in (((2, 3, 4, 6), (2, 2)), ((2, 1, 7, 5), (3, 2))):
             oh, ow = shape[2] // k[0], shape[3] // k[1]
             yield f"{shape}, kernel {k}", (b.asarray(_host(shape)), k, oh, ow), {}
-    elif name == "maxpool_forward":
-        for shape, k in (((2, 3, 4, 6), (2, 2)), ((2, 2, 5, 7), (2, 2)), ((2, 1, 7, 5), (3, 2)),
-                         ((3, 2, 3, 3), (1, 1))):  # fmt: skip
-            oh, ow = shape[2] // k[0], shape[3] // k[1]
-            x = ref.relu(b.asarray(_host(shape, 3)))  # ties at 0
-            yield f"{shape}, kernel {k}", (x, k, oh, ow), {}
     elif name == "pool_untile":
         for shape, k in (((2, 3, 4, 6), (2, 2)), ((2, 1, 7, 5), (3, 2))):
             oh, ow = shape[2] // k[0], shape[3] // k[1]
@@ -154,8 +145,28 @@ def _cases(name: str, b: Backend, ref: Ops) -> Iterator[Case]:
         raise AssertionError(f"nnx.testing has no cases for the kernel {name!r}; add them")
 
 
+def _compare_maxpool(fast: Any, slow: Any, case: Case) -> None:
+    """Max-pool forward and backward as a pair: what a forward keeps is the table's own
+    business; the pooled output and the input gradient must be the default's exactly,
+    and an overriding backward must also take the default forward's tiles."""
+    what, (x, dy, k, oh, ow), _ = case
+    saved, y = fast.maxpool_forward(x, k, oh, ow)
+    tiles, want_y = slow.maxpool_forward(x * 1.0, k, oh, ow)
+    _close(y, want_y, f"maxpool_forward({what})", 0.0, 0.0)
+    shape = tuple(x.shape)
+    want = slow.maxpool_backward(tiles, want_y, dy, k, shape)
+    _close(
+        fast.maxpool_backward(saved, y, dy, k, shape), want, f"maxpool_backward({what})", 0.0, 0.0
+    )
+    got = fast.maxpool_backward(tiles, want_y, dy, k, shape)
+    _close(got, want, f"maxpool_backward({what}, the default forward's tiles)", 0.0, 0.0)
+
+
 def _compare(name: str, fast: Callable, slow: Callable, case: Case) -> None:
     what, args, kwargs = case
+    if name in ("maxpool_forward", "maxpool_backward"):
+        _compare_maxpool(fast.__self__, slow.__self__, case)
+        return
     if name == "first_bad_label":  # an index, exactly
         got, want = fast(*args, **kwargs), slow(*args, **kwargs)
         if got != want or type(got) is not int:
@@ -179,8 +190,6 @@ def _compare(name: str, fast: Callable, slow: Callable, case: Case) -> None:
         "relu",
         "relu_backward",
         "conv_output",
-        "maxpool_backward",
-        "maxpool_forward",
     )
     tol = (0.0, 0.0) if exact else (1e-5, 1e-5)
     if isinstance(want, tuple):  # several results (momentum_step: value and buffer)
