@@ -293,8 +293,39 @@ class Layer:
         return "\n".join(out)
 
 
+def _execution_order(layers: list[Layer]) -> list[int]:
+    """Indices of ``layers`` in the order Sequential runs them: a ReLU directly followed by
+    a MaxPool2d runs after it (both exactly those classes, not subclasses).
+
+    Max-pooling commutes with ReLU: ``max(relu(a), relu(b)) == relu(max(a, b))`` bit for bit,
+    and a window whose maximum is positive has its first maximum at the same place in ``x``
+    and ``relu(x)``.  Pooling first, the ReLU and its backward touch a quarter of the
+    elements (2x2 windows) and the ReLU's output before pooling is never made (LeNet's
+    CNN steps: 0.95-0.96x in paired runs).  The output is the same bits; the gradients too,
+    except that a window whose maximum is <= 0 may put a -0.0 where the other order puts
+    0.0 (the gradient there is zero either way).
+    """
+    from nnx.layers.activations import ReLU  # here, not at import: they import this module
+    from nnx.layers.pooling import MaxPool2d
+
+    order = list(range(len(layers)))
+    i = 0
+    while i < len(order) - 1:
+        if type(layers[i]) is ReLU and type(layers[i + 1]) is MaxPool2d:
+            order[i], order[i + 1] = i + 1, i
+            i += 2
+        else:
+            i += 1
+    return order
+
+
 class Sequential(Layer):
-    """Layers applied one after another; backward runs them in reverse."""
+    """Layers applied one after another; backward runs them in reverse.
+
+    The one reordering: a ReLU followed by a MaxPool2d runs as the pool, then the ReLU
+    (same results; see :func:`_execution_order`).  Calling the layers one by one runs
+    them as listed.
+    """
 
     def __init__(self, *layers: Layer) -> None:
         super().__init__()
@@ -304,8 +335,8 @@ class Sequential(Layer):
             if not isinstance(layer, Layer):
                 raise TypeError(f"Sequential item {i} is a {type(layer).__name__}, not a Layer")
         self._sequence = list(layers)
-        self._backward_from = 0
-        self._backward_layers = self._sequence[::-1]
+        self._forward_layers = [self._sequence[i] for i in _execution_order(self._sequence)]
+        self._backward_layers = self._forward_layers[::-1]
 
     def children(self) -> Iterator[tuple[str, Layer]]:
         for i, layer in enumerate(self._sequence):
@@ -321,7 +352,7 @@ class Sequential(Layer):
         return iter(self._sequence)
 
     def forward(self, x: Any) -> Any:
-        for layer in self._sequence:
+        for layer in self._forward_layers:
             x = layer.forward(x)
         return x
 
@@ -347,7 +378,9 @@ class Sequential(Layer):
             start = next((i for i, lay in enumerate(layers) if lay.parameters()), len(layers))
             if start < len(layers):
                 layers[start].requires_input_grad = False
-        self._backward_layers = layers[start:][::-1]
+        order = _execution_order(layers)  # a swapped pair has no parameters: never split here
+        self._forward_layers = [layers[i] for i in order]
+        self._backward_layers = [layers[i] for i in order[::-1] if i >= start]
 
     def add(self, layer: Layer) -> Sequential:
         """Append a layer (Keras style)."""
