@@ -97,7 +97,6 @@ class JitOps(NumpyOps):
         from nnx.backend import jit_kernels  # imports numba: only when this table is made
 
         self.k = jit_kernels
-        self._betas: tuple[Any, Any, tuple[Any, ...]] | None = None  # see adam_step
 
     def momentum_step(
         self, value: Any, buf: Any, g: Any, momentum: Any, lr: float
@@ -123,11 +122,7 @@ class JitOps(NumpyOps):
         step_size: float,
         eps_hat: float,
     ) -> tuple[Any, Any, Any]:
-        """The Adam step in one loop instead of eleven NumPy calls (bit-identical).
-
-        Small parameters are common here (XOR's have 1 to 16 elements), so the
-        checks are kept few and the betas' conversion is cached per tuple.
-        """
+        """The Adam step in one loop instead of eleven NumPy calls (bit-identical)."""
         arrays = (value, m, v, g)
         if not (
             _plain(*arrays)
@@ -137,11 +132,8 @@ class JitOps(NumpyOps):
             and v.flags.writeable
         ):
             return super().adam_step(value, m, v, g, betas, step_size, eps_hat)
-        t = value.dtype.type
-        cached = self._betas
-        if cached is None or cached[0] is not betas or cached[1] is not t:
-            cached = self._betas = (betas, t, tuple(t(b) for b in betas))
-        self.k.adam_step(*arrays, *cached[2], float(step_size), float(eps_hat))
+        b1, c1, b2, c2 = (float(b) for b in betas)  # the loop rounds them to the arrays' dtype
+        self.k.adam_step(*arrays, b1, c1, b2, c2, float(step_size), float(eps_hat))
         return value, m, v
 
     def relu(self, x: Any) -> Any:

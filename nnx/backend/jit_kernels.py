@@ -32,8 +32,8 @@ def adam_step(value, m, v, g, b1, c1, b2, c2, step_size, eps_hat):  # pragma: no
     value -= (m / (sqrt(v) + eps_hat)) * step_size (C-contiguous arrays, in place)."""
     n = value.size
     value, m, v, g = value.reshape(n), m.reshape(n), v.reshape(n), g.reshape(n)
-    t = value.dtype.type  # step_size, eps_hat: Python floats, rounded to the arrays' dtype
-    step_size, eps_hat = t(step_size), t(eps_hat)
+    t = value.dtype.type  # the scalars come as Python floats: rounded to the arrays' dtype
+    b1, c1, b2, c2, step_size, eps_hat = t(b1), t(c1), t(b2), t(c2), t(step_size), t(eps_hat)
     for i in range(n):
         gi = g[i]
         mi = m[i] * b1 + c1 * gi

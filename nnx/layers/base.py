@@ -335,8 +335,7 @@ class Sequential(Layer):
             if not isinstance(layer, Layer):
                 raise TypeError(f"Sequential item {i} is a {type(layer).__name__}, not a Layer")
         self._sequence = list(layers)
-        self._forward_layers = [self._sequence[i] for i in _execution_order(self._sequence)]
-        self._backward_layers = self._forward_layers[::-1]
+        self._plan(start=0)
 
     def children(self) -> Iterator[tuple[str, Layer]]:
         for i, layer in enumerate(self._sequence):
@@ -378,7 +377,13 @@ class Sequential(Layer):
             start = next((i for i, lay in enumerate(layers) if lay.parameters()), len(layers))
             if start < len(layers):
                 layers[start].requires_input_grad = False
-        order = _execution_order(layers)  # a swapped pair has no parameters: never split here
+        self._plan(start)
+
+    def _plan(self, start: int) -> None:
+        """The forward order, and the backward order from layer ``start`` (the first that
+        needs a backward); a swapped pair has no parameters, so ``start`` never splits one."""
+        layers = getattr(self, "_sequence", [])  # Layer.__init__ runs the setter before it exists
+        order = _execution_order(layers)
         self._forward_layers = [layers[i] for i in order]
         self._backward_layers = [layers[i] for i in order[::-1] if i >= start]
 
