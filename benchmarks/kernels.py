@@ -50,6 +50,7 @@ def cases(ops: NumpyOps, rng: np.random.Generator) -> dict[str, Callable[[], obj
     conv1, bias1 = r(8, 64 * 576), r(8)
     mu = np.float32(0.9)
     h1, h2 = r(64, 8, 24, 24), r(128, 256)
+    y2, b2, dy2 = r(128, 256), r(256), r(128, 256)  # MLP's first layer: product, bias, grad
     w8, m8, v8, g8 = r(8, 2), r(8, 2), np.abs(r(8, 2)), r(8, 2)
     betas = tuple(np.asarray(b, np.float32) for b in (0.9, 0.1, 0.999, 0.001))
     z4, y4 = r(4, 1), (r(4, 1) > 0).astype(np.float32)
@@ -58,6 +59,8 @@ def cases(ops: NumpyOps, rng: np.random.Generator) -> dict[str, Callable[[], obj
         "relu (128, 256)": lambda: ops.relu(h2),
         "relu_backward (64, 8, 24, 24)": lambda: ops.relu_backward(d1, p1),
         "relu_backward (64, 16, 8, 8)": lambda: ops.relu_backward(d2, p2),
+        "bias_relu (128, 256)": lambda: ops.bias_relu(y2, b2),  # in place: y2 drifts, harmless
+        "relu_backward_sum0 (128, 256)": lambda: ops.relu_backward_sum0(dy2, h2),
         "maxpool_forward 2x2 (64, 8, 24, 24)": lambda: ops.maxpool_forward(p1, (2, 2), 12, 12),
         "maxpool_backward 2x2 (64, 8, 24, 24)": lambda: ops.maxpool_backward(
             tiles, pooled, dpooled, (2, 2), (64, 8, 24, 24)

@@ -188,4 +188,4 @@ def test_kernel_table_benchmark_prints_a_row_per_kernel(capsys):
 
     kernels.main(rounds=1, reps=1)
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
-    assert len(rows) == 1 + 13 + 2  # header, one row per kernel case, the two training steps
+    assert len(rows) == 1 + 15 + 2  # header, one row per kernel case, the two training steps

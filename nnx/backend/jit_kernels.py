@@ -61,6 +61,31 @@ def relu_backward(dy, y, out):  # pragma: no cover - compiled
 
 
 @jit
+def bias_relu(y, bias):  # pragma: no cover - compiled
+    """y = maximum(y + bias, 0) in place, y (N, C) and bias (C,), as ``relu`` rounds it."""
+    zero = y.dtype.type(0)
+    n, c = y.shape
+    for i in range(n):
+        for j in range(c):
+            v = y[i, j] + bias[j]
+            y[i, j] = zero if v <= zero else v
+
+
+@jit
+def relu_backward_sum0(dy, y, out, total):  # pragma: no cover - compiled
+    """out = dy * (y > 0) as ``relu_backward``, and total = its column sums (row by row)."""
+    zero, one = dy.dtype.type(0), dy.dtype.type(1)
+    n, c = dy.shape
+    for j in range(c):
+        total[j] = zero
+    for i in range(n):
+        for j in range(c):
+            v = dy[i, j] * (one if y[i, j] > 0 else zero)
+            out[i, j] = v
+            total[j] += v
+
+
+@jit
 def cross_entropy(logits, labels, smoothing, scale, grad):  # pragma: no cover - compiled
     """Softmax cross-entropy rows (see Ops.cross_entropy): fills ``grad``, returns the loss.
 

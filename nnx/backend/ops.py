@@ -46,6 +46,19 @@ class Ops:
         """
         return dy * self.xp.astype(y > 0, dy.dtype)
 
+    def bias_relu(self, y: Any, bias: Any) -> Any:
+        """``relu(y + bias)``: a Linear layer's product, its bias (or None) and the ReLU after
+        it, in one kernel; ``y`` is the caller's fresh product and may be overwritten."""
+        if bias is not None:
+            y += bias  # in place where writeable, a rebind where immutable
+        return self.relu(y)
+
+    def relu_backward_sum0(self, dy: Any, y: Any) -> tuple[Any, Any]:
+        """``(dx, sum_axis0(dx))`` for ``dx = relu_backward(dy, y)``: a ReLU's input gradient
+        and the bias gradient of the Linear layer before it, in one kernel."""
+        dx = self.relu_backward(dy, y)
+        return dx, self.sum_axis0(dx)
+
     def momentum_update(self, buf: Any, g: Any, momentum: Any) -> Any:
         """The momentum buffer after one step, ``buf * momentum + g``, in place where writeable."""
         buf *= momentum

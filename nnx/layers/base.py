@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from nnx.backend import Backend, current, describe, get_backend, move, spec_of, to_numpy
+from nnx.layers.plan import plan
 from nnx.parameter import Parameter
 
 __all__ = ["Layer", "Parameter", "Sequential", "dtype_name"]
@@ -293,38 +294,12 @@ class Layer:
         return "\n".join(out)
 
 
-def _execution_order(layers: list[Layer]) -> list[int]:
-    """Indices of ``layers`` in the order Sequential runs them: a ReLU directly followed by
-    a MaxPool2d runs after it (both exactly those classes, not subclasses).
-
-    Max-pooling commutes with ReLU: ``max(relu(a), relu(b)) == relu(max(a, b))`` bit for bit,
-    and a window whose maximum is positive has its first maximum at the same place in ``x``
-    and ``relu(x)``.  Pooling first, the ReLU and its backward touch a quarter of the
-    elements (2x2 windows) and the ReLU's output before pooling is never made (LeNet's
-    CNN steps: 0.95-0.96x in paired runs).  The output is the same bits; the gradients too,
-    except that a window whose maximum is <= 0 may put a -0.0 where the other order puts
-    0.0 (the gradient there is zero either way).
-    """
-    from nnx.layers.activations import ReLU  # here, not at import: they import this module
-    from nnx.layers.pooling import MaxPool2d
-
-    order = list(range(len(layers)))
-    i = 0
-    while i < len(order) - 1:
-        if type(layers[i]) is ReLU and type(layers[i + 1]) is MaxPool2d:
-            order[i], order[i + 1] = i + 1, i
-            i += 2
-        else:
-            i += 1
-    return order
-
-
 class Sequential(Layer):
     """Layers applied one after another; backward runs them in reverse.
 
-    The one reordering: a ReLU followed by a MaxPool2d runs as the pool, then the ReLU
-    (same results; see :func:`_execution_order`).  Calling the layers one by one runs
-    them as listed.
+    Two exact pairs run another way with the same results (see :mod:`nnx.layers.plan`):
+    a ReLU followed by a MaxPool2d runs as the pool, then the ReLU; a Linear followed by
+    a ReLU runs as one step.  Calling the layers one by one runs them as listed.
     """
 
     def __init__(self, *layers: Layer) -> None:
@@ -351,13 +326,13 @@ class Sequential(Layer):
         return iter(self._sequence)
 
     def forward(self, x: Any) -> Any:
-        for layer in self._forward_layers:
-            x = layer.forward(x)
+        for step in self._forward_steps:
+            x = step(x)
         return x
 
     def backward(self, dy: Any) -> Any:
-        for layer in self._backward_layers:
-            dy = layer._backward_body(dy)  # this call's device scope is already entered
+        for step in self._backward_steps:
+            dy = step(dy)  # this call's device scope is already entered
         return dy if self.requires_input_grad else None
 
     @property
@@ -380,12 +355,10 @@ class Sequential(Layer):
         self._plan(start)
 
     def _plan(self, start: int) -> None:
-        """The forward order, and the backward order from layer ``start`` (the first that
-        needs a backward); a swapped pair has no parameters, so ``start`` never splits one."""
+        """The forward steps, and the backward steps from layer ``start`` (the first that
+        needs a backward); see :func:`nnx.layers.plan.plan`."""
         layers = getattr(self, "_sequence", [])  # Layer.__init__ runs the setter before it exists
-        order = _execution_order(layers)
-        self._forward_layers = [layers[i] for i in order]
-        self._backward_layers = [layers[i] for i in order[::-1] if i >= start]
+        self._forward_steps, self._backward_steps = plan(layers, start)
 
     def add(self, layer: Layer) -> Sequential:
         """Append a layer (Keras style)."""

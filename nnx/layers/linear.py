@@ -33,22 +33,32 @@ class Linear(Layer):
         self.bias = Parameter(self.backend.asarray(zeros), "bias") if bias else None
 
     def forward(self, x: Any) -> Any:
+        y = self.product(x)
+        if self.bias is not None:
+            y += self.bias.value
+        return y
+
+    def product(self, x: Any) -> Any:
+        """``x @ W.T`` without the bias, keeping ``x`` for backward (the forward's first half)."""
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(
                 f"{self.label()} expects inputs of shape (N, {self.in_features}), "
                 f"got {tuple(x.shape)}"
             )
         self.save_for_backward(x)
-        y = x @ self.weight.value.T
-        if self.bias is not None:
-            y += self.bias.value
-        return y
+        return x @ self.weight.value.T
 
     def backward(self, dy: Any) -> Any:
+        bias_grad = None if self.bias is None else self.ops.sum_axis0(dy)
+        return self.gradients(dy, bias_grad)
+
+    def gradients(self, dy: Any, bias_grad: Any) -> Any:
+        """Accumulate the weight gradient (and ``bias_grad``, the column sums of ``dy``, when
+        there is a bias) and return the input gradient: backward with its bias sum given."""
         (x,) = self.saved()
         self.weight.accumulate(dy.T @ x)
         if self.bias is not None:
-            self.bias.accumulate(self.ops.sum_axis0(dy))
+            self.bias.accumulate(bias_grad)
         return dy @ self.weight.value if self.requires_input_grad else None
 
     def extra_repr(self) -> str:

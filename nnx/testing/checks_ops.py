@@ -60,6 +60,18 @@ def _cases(name: str, b: Backend, ref: Ops) -> Iterator[Case]:
     elif name == "relu_backward":
         for shape in ((6, 5), (2, 3, 4, 5)):
             yield f"{shape}", (b.asarray(_host(shape, 1)), b.asarray(_host(shape, 2))), {}
+    elif name == "bias_relu":  # a product through its bias and ReLU, or no bias
+        for shape in ((6, 5), (64, 33)):
+            y = _host(shape, 1)
+            y[0, :3] = (-1.0, 0.0, 1.0)  # exact ties at zero once the bias is added
+            bias = _host(shape[1:], 2)
+            bias[:3] = (1.0, 0.0, -1.0)
+            for with_bias in (True, False):
+                what = f"{shape}, bias={with_bias}"
+                yield what, (b.asarray(y), b.asarray(bias) if with_bias else None), {}
+    elif name == "relu_backward_sum0":
+        for shape in ((6, 5), (64, 33)):
+            yield f"{shape}", (b.asarray(_host(shape, 1)), b.asarray(_host(shape, 2))), {}
     elif name == "momentum_update":
         mu = b.asarray(0.9)
         for shape in ((4, 3), (7, 9)):
@@ -189,10 +201,14 @@ def _compare(name: str, fast: Callable, slow: Callable, case: Case) -> None:
         "pool_untile",
         "relu",
         "relu_backward",
+        "bias_relu",
         "conv_output",
     )
     tol = (0.0, 0.0) if exact else (1e-5, 1e-5)
-    if isinstance(want, tuple):  # several results (momentum_step: value and buffer)
+    if name == "relu_backward_sum0":  # the mask multiplied in exactly; sums to rounding
+        _close(got[0], want[0], f"{name}({what})[0]", 0.0, 0.0)
+        _close(got[1], want[1], f"{name}({what})[1]", *tol)
+    elif isinstance(want, tuple):  # several results (momentum_step: value and buffer)
         for k, (g, w) in enumerate(zip(got, want, strict=True)):
             _close(g, w, f"{name}({what})[{k}]", *tol)
     else:
