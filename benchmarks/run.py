@@ -60,6 +60,8 @@ for p in (str(HERE), str(ROOT)):
 import numpy as np  # noqa: E402
 import references as R  # noqa: E402
 
+from nnx.atomic import atomic_write  # noqa: E402
+
 DEFAULT_JSON = HERE / "results" / "latest.json"
 CASES = ("mlp", "cnn", "xor")
 TITLES = {
@@ -568,8 +570,8 @@ def main(argv: list[str] | None = None) -> int:
         result["ddp"] = ddp
         result["ddp_table"] = D.table(ddp)
     path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1, default=str))
+    with atomic_write(path, "w") as f:  # an interrupted run leaves the last result whole
+        f.write(json.dumps(result, indent=1, default=str))
     print(
         f"nnx benchmark: {info['rounds']} alternating rounds, medians; ratios are medians of "
         f"per-round ratios. {'QUICK SMOKE RUN: sizes reduced. ' if args.quick else ''}"
@@ -577,8 +579,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if info["stopped_early"]:
         print(info["stopped_early"])
-    print()
-    print(text)
+    if rows:  # --cases scale alone times no case rows
+        print()
+        print(text)
     if ddp is not None:
         print()
         print(result["ddp_table"])
