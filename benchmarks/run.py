@@ -302,6 +302,25 @@ def measure_memory(quick: bool, log) -> dict[str, Any]:
 
 # -- report -----------------------------------------------------------------------------
 
+#: the matmul floor's spread across rounds above which the run says the machine changed speed
+SPEED_SPREAD = 1.2
+
+
+def speed_changes(rows: list[Impl]) -> list[str]:
+    """A line per case whose matmul floor (pure BLAS, the steadiest row) varied by more than
+    :data:`SPEED_SPREAD` across rounds: the machine changed speed during the run."""
+    lines = []
+    for impl in rows:
+        if impl.key == "floor" and len(impl.times) > 1:
+            low, high = min(impl.times), max(impl.times)
+            if high > SPEED_SPREAD * low:
+                lines.append(
+                    f"note: the {impl.case.upper()} matmul floor took {low:.3f}-{high:.3f} s across "
+                    "rounds: the machine changed speed during the run, and nnx's ratios differ "
+                    "between its fast and slow phases (README, Speed)"
+                )
+    return lines
+
 
 TARGETS = {
     # case: [(description, numerator key, denominator key, bound, "<=" or ">=")]
@@ -563,6 +582,7 @@ def main(argv: list[str] | None = None) -> int:
         **info,
         **summary,
         "scale": growth,
+        "speed_changes": speed_changes(rows),
         "wall_s": time.perf_counter() - t0,
         "table": text,
     }
@@ -579,6 +599,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if info["stopped_early"]:
         print(info["stopped_early"])
+    for line in result["speed_changes"]:
+        print(line)
     if rows:  # --cases scale alone times no case rows
         print()
         print(text)

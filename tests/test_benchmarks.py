@@ -189,3 +189,15 @@ def test_kernel_table_benchmark_prints_a_row_per_kernel(capsys):
     kernels.main(rounds=1, reps=1)
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     assert len(rows) == 1 + 15 + 2  # header, one row per kernel case, the two training steps
+
+
+def test_a_run_says_when_the_machine_changed_speed():
+    import run
+
+    def floor(case, times):
+        return run.Impl(case, "floor", "matmul floor", times=times)
+
+    steady, changed = floor("mlp", [0.18, 0.19, 0.20]), floor("cnn", [0.17, 0.18, 0.25])
+    nnx_row = run.Impl("cnn", "nnx", "nnx (numpy)", times=[0.3, 0.6])  # only floors count
+    lines = run.speed_changes([steady, changed, nnx_row])
+    assert len(lines) == 1 and "CNN matmul floor took 0.170-0.250 s" in lines[0]
