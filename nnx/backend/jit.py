@@ -8,8 +8,9 @@ float64 NumPy arrays; anything else (views, other dtypes, subclasses) goes to th
 NumPy kernels, as does work that nnx's own thread pool would split (the loops run on
 the calling thread; ``nnx.set_num_threads(n)`` with n > 1 asks for the split).  They
 give the portable defaults' results bit for bit, except col2im, the bias sums of the
-ReLU backward, cross-entropy and BCE-with-logits, which sum in another order and take exp/log from the C library
-(equal to rounding); the conformance kit checks every one against the default.
+ReLU backward, cross-entropy and BCE-with-logits, which sum in another order and take
+exp/log from the C library (equal to rounding); the conformance kit checks every one
+against the default.
 
 What one pass buys (``python benchmarks/kernels.py`` times each kernel both
 ways): the SGD momentum step reads and writes each array once instead of five

@@ -327,7 +327,7 @@ class Sequential(Layer):
 
     def forward(self, x: Any) -> Any:
         for step in self._forward_steps:
-            x = step(x)
+            x = step.forward(x)
         return x
 
     def backward(self, dy: Any) -> Any:

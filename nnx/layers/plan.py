@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 #: indices of the layers one step runs: ``(i,)`` layer i alone, ``(i, i + 1)`` a fused pair
 Group = tuple[int, ...]
 Step = Callable[[Any], Any]
+Runner = Any  # a Layer or a LinearReLU: something with ``forward(x)``
 
 
 def groups(layers: list[Layer]) -> list[Group]:
@@ -59,20 +60,22 @@ def groups(layers: list[Layer]) -> list[Group]:
     return out
 
 
-def plan(layers: list[Layer], start: int) -> tuple[list[Step], list[Step]]:
-    """The forward steps, and the backward steps of the layers from ``start`` on (the first
-    that needs a backward: a layer with parameters, so never the ReLU of a group)."""
-    forward: list[Step] = []
+def plan(layers: list[Layer], start: int) -> tuple[list[Runner], list[Step]]:
+    """What Sequential runs: the forward steps (each a layer or a fused pair, whose
+    ``forward`` is looked up per call, as for a layer run alone), and the backward steps
+    of the layers from ``start`` on (the first that needs a backward: a layer with
+    parameters, so never the ReLU of a pair)."""
+    forward: list[Runner] = []
     backward: list[Step] = []
     for group in groups(layers):
         if len(group) == 1:
-            layer = layers[group[0]]
+            runner: Runner = layers[group[0]]
             # the unscoped body: Sequential's backward has entered the device scope
-            run, back = layer.forward, layer._backward_body
+            back = runner._backward_body  # type: ignore[union-attr]
         else:
-            pair = LinearReLU(layers[group[0]], layers[group[1]])  # type: ignore[arg-type]
-            run, back = pair.forward, pair.backward
-        forward.append(run)
+            runner = LinearReLU(layers[group[0]], layers[group[1]])  # type: ignore[arg-type]
+            back = runner.backward
+        forward.append(runner)
         if group[0] >= start:
             backward.append(back)
     return forward, backward[::-1]
