@@ -4,9 +4,10 @@
 
 Both tables run on the same arrays in alternating rounds; the table shows the
 median time of each and their ratio (below 1: the numba loop is faster).  The
-sizes are those of the CNN case (batch 64) and the MLP's SGD-momentum step over
-all its 235,146 parameters, and the XOR case's Adam step and loss.  The last two rows are whole training steps of the
-run.py cases' models (random data), one numpy backend per table.
+sizes are those of the CNN case (batch 64), the MLP's first layer (its bias with the
+ReLU, forward and backward) and its SGD-momentum step over all 235,146 parameters,
+and the XOR case's Adam step and loss.  The last two rows are whole training steps
+of the run.py cases' models (random data), one numpy backend per table.
 """
 
 from __future__ import annotations
