@@ -31,7 +31,7 @@ A check that does not apply (no kernel overridden) is *skipped*, not failed.
 Every check reseeds nnx (``nnx.manual_seed``) before it runs.
 
 Modules: ``examples`` (the tables, also used by nnx's tests), ``report``,
-``helpers``, ``checks_backend``, ``checks_models``, ``checks_ops``, ``runner``.
+``helpers``, ``tolerances`` (rounding bounds derived from the arithmetic), ``checks_backend``, ``checks_models``, ``checks_ops``, ``runner``.
 """
 
 from nnx.testing.examples import (
@@ -43,16 +43,22 @@ from nnx.testing.examples import (
     loss_classes,
     optimizer_classes,
 )
-from nnx.testing.helpers import ATOL, RTOL, Skip
+from nnx.testing.helpers import Skip
 from nnx.testing.report import CheckResult, ConformanceReport
 from nnx.testing.runner import assert_conformant, check_backend, check_names, missing_examples
+from nnx.testing.tolerances import (
+    assert_within,
+    forward_bound,
+    product_bound,
+    sum_bound,
+    ulp_bound,
+    unit_roundoff,
+)
 
 __all__ = [
-    "ATOL",
     "LAYER_EXAMPLES",
     "LOSS_EXAMPLES",
     "OPTIMIZER_EXAMPLES",
-    "RTOL",
     "SEED",
     "CheckResult",
     "ConformanceReport",
@@ -64,4 +70,10 @@ __all__ = [
     "loss_classes",
     "missing_examples",
     "optimizer_classes",
+    "assert_within",
+    "forward_bound",
+    "product_bound",
+    "sum_bound",
+    "ulp_bound",
+    "unit_roundoff",
 ]

@@ -12,9 +12,6 @@ from nnx.backend import Backend, to_numpy
 from nnx.layers.base import Layer, dtype_name
 from nnx.testing.examples import SEED
 
-#: float32 agreement between two backends running the same float32 computation
-RTOL, ATOL = 1e-5, 1e-6
-
 
 class Skip(Exception):
     """Raised by a check that does not apply to this backend or this nnx."""
@@ -27,17 +24,6 @@ def _host(shape: tuple[int, ...], seed: int = SEED) -> np.ndarray:
 def _copy(x: Any) -> np.ndarray:
     """A host copy that later in-place updates of ``x`` cannot change."""
     return np.array(to_numpy(x), copy=True)
-
-
-def _close(actual: Any, expected: Any, what: str, rtol: float = RTOL, atol: float = ATOL) -> None:
-    a, e = to_numpy(actual), to_numpy(expected)
-    if a.shape != e.shape:
-        raise AssertionError(f"{what}: shape {a.shape}, expected {e.shape}")
-    if not np.allclose(a, e, rtol=rtol, atol=atol):
-        diff = float(np.max(np.abs(a.astype(np.float64) - e.astype(np.float64))))
-        raise AssertionError(
-            f"{what} differs from numpy by up to {diff:.3g} (rtol {rtol:g}, atol {atol:g})"
-        )
 
 
 def _equal(actual: Any, expected: Any, what: str) -> None:
