@@ -1,11 +1,10 @@
 """One seed, one data set: every backend draws the same training curve as numpy.
 
-Tolerance: every step's loss agrees with numpy's within ``rtol=1e-4`` (plus
-``atol=1e-6`` for losses near zero).  Initial weights are drawn on the host, so
-they are bit-identical everywhere; what remains is float32 rounding of the same
-operations in another library's kernels (measured on the CPU: at most about
-1.4e-6 relative for torch and jax over these runs; array_api_strict, which
-wraps numpy, is exact).
+Tolerance: initial weights are drawn on the host, so they are bit-identical
+everywhere; what remains is float32 rounding of the same operations in another
+library's kernels.  Step t's loss may differ from numpy's by the rounding of t
+steps' sums (:func:`helpers.training_bound`: the model's fan-ins and the batch,
+a few roundings each, per step).
 
 * XOR: 2-8-1 Tanh network, full batch, Adam(lr=0.05), 200 steps.
 * MLP: 784-64-10 ReLU network on 512 Fashion-MNIST training images (from
@@ -18,11 +17,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import training_bound
 
 import nnx
 from nnx import layers, losses, optim
+from nnx.testing import assert_within
 
-RTOL, ATOL = 1e-4, 1e-6
+#: the terms of each model's sums per step: fan-ins and the batch
+TERMS = {"XOR loss": 2 + 8 + 4, "MLP loss": 784 + 64 + 10 + 64}
 XOR_X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)
 XOR_Y = np.array([[0], [1], [1], [0]], dtype=np.float32)
 
@@ -98,11 +100,9 @@ def reference(data):
 
 def _agree(curve: np.ndarray, ref: np.ndarray, what: str, spec: str) -> None:
     assert curve.shape == ref.shape
-    worst = int(np.argmax(np.abs(curve - ref) / (ATOL + RTOL * np.abs(ref))))
-    assert np.allclose(curve, ref, rtol=RTOL, atol=ATOL), (
-        f"{what} on {spec} leaves numpy's curve at step {worst}: "
-        f"{curve[worst]!r} vs {ref[worst]!r} (rtol {RTOL}, atol {ATOL})"
-    )
+    terms = TERMS[what.split(" (")[0]]
+    bound = np.array([training_bound(v, terms, t + 1) for t, v in enumerate(ref)])
+    assert_within(curve, ref, bound, f"{what} on {spec}, step by step")
 
 
 def test_reference_curves_learn(reference, data):

@@ -41,6 +41,15 @@ def test_mnist_example_trains_saves_and_resumes(backend, tiny_mnist, tmp_path, m
     assert f"ONNX model: {exported}" in out and exported.stat().st_size > 1000
 
 
+def test_mnist_example_plots_its_curves(tiny_mnist, tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed: pip install 'nnx[plot]'")
+    png = tmp_path / "curves.png"
+    mnist.main(["--dataset", "mnist", "--data-dir", str(tiny_mnist), "--epochs", "2",
+                "--device", "numpy", "--no-progress", "--plot", str(png)])  # fmt: skip
+    assert f"curves: {png}" in capsys.readouterr().out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
 def test_mnist_example_reports_missing_data(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "mnist.py"), "--data-dir", str(tmp_path)],

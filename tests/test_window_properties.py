@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import assert_rounded, magnitudes
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -78,10 +79,10 @@ def conv2d_matches_a_numpy_loop(spec, case, o):
         nnx.manual_seed(1)
         layer = nnx.Conv2d(c, o, kernel, stride=stride, padding=padding)
         y = host(layer(b.asarray(x, "float32")))
-    ref = conv_reference(
-        x, host(layer.weight.value), host(layer.bias.value), kernel, stride, padding
-    )
-    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-5)
+    w, bias = host(layer.weight.value), host(layer.bias.value)
+    ref = conv_reference(x, w, bias, kernel, stride, padding)
+    size = conv_reference(np.abs(x), np.abs(w), np.abs(bias), kernel, stride, padding)
+    assert_rounded(y, ref, c * kernel[0] * kernel[1] + 1, size, "Conv2d(x)")
 
 
 @PROPERTY
@@ -89,7 +90,7 @@ def conv2d_matches_a_numpy_loop(spec, case, o):
 def test_conv2d_numpy_fast_path_matches_the_portable_path(case, o):
     n, c, size, kernel, stride, padding = case
     x = np.random.default_rng(0).standard_normal((n, c, *size)).astype(np.float32)
-    results = []
+    results, sizes = [], None
     for spec in ("numpy", "array_api_strict:device1"):  # NumPy kernels vs array-API code
         with nnx.using(spec) as b:
             nnx.manual_seed(1)
@@ -98,8 +99,14 @@ def test_conv2d_numpy_fast_path_matches_the_portable_path(case, o):
             dy = np.random.default_rng(1).standard_normal(tuple(y.shape)).astype(np.float32)
             dx = layer.backward(b.asarray(dy, "float32"))
             results.append((host(y), host(dx), host(layer.weight.grad), host(layer.bias.grad)))
-    for fast, portable in zip(*results, strict=True):
-        np.testing.assert_allclose(fast, portable, rtol=1e-4, atol=1e-5)
+            if sizes is None:
+                size_y, size_dx, grads = magnitudes(layer, x, dy)
+                sizes = (size_y, size_dx, grads["weight"], grads["bias"])
+    (oh, ow), kk = results[0][0].shape[2:], kernel[0] * kernel[1]
+    terms = (c * kk + 1, o * kk, n * oh * ow, n * oh * ow)  # y, dx, dw, db
+    names = ("output", "input gradient", "weight gradient", "bias gradient")
+    for fast, portable, size, k, name in zip(*results, sizes, terms, names, strict=True):
+        assert_rounded(fast, portable, k, size, name)
 
 
 @PROPERTY
@@ -129,7 +136,11 @@ def pools_match_a_numpy_loop_and_gradcheck(spec, case, kind):
         ref = windows(x, kernel, stride, padding, -np.inf).max(axis=(4, 5))
     else:  # padding counts in the average, as PyTorch's default count_include_pad=True
         ref = windows(x, kernel, stride, padding, 0.0).mean(axis=(4, 5))
-    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)
+    if kind == "max":  # a maximum is exact
+        np.testing.assert_array_equal(y, ref)
+    else:
+        size = windows(np.abs(x), kernel, stride, padding, 0.0).mean(axis=(4, 5))
+        assert_rounded(y, ref, kernel[0] * kernel[1], size, "AvgPool2d(x)")
 
 
 conv2d_matches_a_numpy_loop.strategies = {"case": window_case(), "o": st.integers(1, 3)}
