@@ -219,14 +219,14 @@ def run(argv: list[str] | None) -> dict[str, float]:
     """main() without the error reporting."""
     args = parse_args(argv)
     started = time.perf_counter()
-    if args.plot and importlib.util.find_spec("matplotlib") is None:
-        raise UserError("--plot needs matplotlib: pip install 'nnx[plot]'")
     for flag, path in (("--save", args.save), ("--plot", args.plot), ("--onnx", args.onnx)):
         try:
             if path:
                 check_target(path)  # before training, not after the first epoch
         except (IsADirectoryError, ValueError) as err:
             raise UserError(f"{flag}: {err}") from None
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        raise UserError("--plot needs matplotlib: pip install 'nnx[plot]'")
     comm = nnx.distributed.init(args.device) if args.distributed else None
     device = open_device(comm.backend if comm else args.device)
     load = LOADERS[args.dataset]
