@@ -12,24 +12,22 @@ ReLU backward, cross-entropy and BCE-with-logits, which sum in another order and
 exp/log from the C library (equal to rounding); the conformance kit checks every one
 against the default.
 
-What one pass buys (``python benchmarks/kernels.py`` times each kernel both
-ways): the SGD momentum step reads and writes each array once instead of five
-sweeps with a temporary; the ReLU forward runs at the speed of a copy (NumPy's
-``maximum``, NaN-aware, took 88 us for LeNet's first activation, 295k floats, against
-20 us); the ReLU backward skips building a 0/1 mask; a Linear's bias add and the ReLU
-after it are one pass over the product (2 against 15 us at 128 x 256), and their
-backward computes the mask and the bias sums in one loop; col2im
-adds every window offset in one loop instead of kh*kw strided ufunc calls; 2x2
-max-pooling reads each input once and keeps a byte per window (where its first maximum
-is) instead of four tiles; a convolution's output
-with the batch outermost is copied into NCHW with its bias in one loop (with the
-batch innermost the loop's strided writes lose to NumPy's copy); softmax cross-entropy
-computes the loss and its gradient in one loop over the rows (7 us instead of 24 us
-at 128 x 10, where NumPy's time is all per-call overhead), as does BCE-with-logits
-(2 us instead of 6 us for XOR's 4 x 1 logits); the Adam step is one loop instead of
-eleven NumPy calls (2 us instead of 3 us for an 8 x 2 weight).  Other pooling windows
-stay with NumPy: a loop over a window size known only at run time does not
-vectorise in numba and ran 2-3x slower than NumPy's copies and ``maximum``.
+What one pass buys (``python benchmarks/kernels.py`` times each kernel both ways;
+docs/performance.md has the results): the SGD momentum step reads and writes each
+array once instead of five sweeps with a temporary; the ReLU forward runs at the
+speed of a copy (NumPy's ``maximum`` is NaN-aware and slower than a copy); the ReLU
+backward skips building a 0/1 mask; a Linear's bias add and the ReLU after it are one
+pass over the product, and their backward computes the mask and the bias sums in one
+loop; col2im adds every window offset in one loop instead of kh*kw strided ufunc
+calls; 2x2 max-pooling reads each input once and keeps a byte per window (where its
+first maximum is) instead of four tiles; a convolution's output with the batch
+outermost is copied into NCHW with its bias in one loop (with the batch innermost the
+loop's strided writes lose to NumPy's copy); softmax cross-entropy computes the loss
+and its gradient in one loop over the rows, as does BCE-with-logits, and the Adam
+step is one loop instead of eleven NumPy calls: at the small sizes where these run
+(an MLP's 128 x 10 logits, XOR's 4 x 1), NumPy's time is all per-call overhead.
+Other pooling windows stay with NumPy: a loop over a window size known only at run
+time does not vectorise in numba and was slower than NumPy's copies and ``maximum``.
 """
 
 from __future__ import annotations
@@ -140,7 +138,7 @@ class JitOps(NumpyOps):
         return value, m, v
 
     def relu(self, x: Any) -> Any:
-        """``maximum(x, 0)`` in one loop (NumPy's ``maximum`` is 4-8x slower than a copy here)."""
+        """``maximum(x, 0)`` in one loop (NumPy's NaN-aware ``maximum`` is slower than a copy)."""
         if not _plain(x) or self._split(x.size):
             return super().relu(x)
         out = numpy.empty(x.shape, dtype=x.dtype)
@@ -206,7 +204,7 @@ class JitOps(NumpyOps):
         window's first maximum (int8), in one loop; other windows: NumPy's tiles.
 
         Keeping a byte per window instead of the four tiles (the input's size again)
-        saves writing and re-reading them: LeNet's CNN steps ~5% faster.
+        saves writing them in the forward and re-reading them in the backward.
         """
         if kernel != (2, 2) or not _plain(x) or self._split(x.size):
             return super().maxpool_forward(x, kernel, oh, ow)

@@ -4,9 +4,9 @@ Each loop does in one pass over memory what the NumPy kernel does in several
 ufunc sweeps, and does the arithmetic in the same order, so results match the
 portable defaults exactly (no ``fastmath``: no reassociation, no fused
 multiply-add); col2im, the column sums of ``relu_backward_sum0``, cross-entropy and
-BCE-with-logits sum in another order and match to rounding.  Arguments are C-contiguous arrays of one float dtype; JitOps
-checks that and hands anything else to the NumPy kernels.  Compiled on first
-use and cached on disk (``cache=True``).
+BCE-with-logits sum in another order and match to rounding.  Arguments are
+C-contiguous arrays of one float dtype; JitOps checks that and hands anything else
+to the NumPy kernels.  Compiled on first use and cached on disk (``cache=True``).
 """
 
 from __future__ import annotations

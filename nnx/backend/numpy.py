@@ -43,11 +43,11 @@ class NumpyOps(ThreadedKernels):
         return ones
 
     def sum_axis0(self, a: Any) -> Any:
-        """``ones @ a``: one BLAS call, 2-3x faster than ``sum(a, axis=0)`` on NumPy."""
+        """``ones @ a``: one BLAS call, faster than ``sum(a, axis=0)`` on NumPy."""
         return self.ones(a.shape[0], a.dtype) @ a
 
     def sum_axis1(self, a: Any, keepdims: bool = False) -> Any:
-        """``a @ ones``: one BLAS call, 2-3x faster than ``sum(a, axis=1)`` on NumPy."""
+        """``a @ ones``: one BLAS call, faster than ``sum(a, axis=1)`` on NumPy."""
         out = a @ self.ones(a.shape[1], a.dtype)
         return out[:, None] if keepdims else out
 
@@ -56,7 +56,7 @@ class NumpyOps(ThreadedKernels):
         """A C-contiguous copy of the transpose of 2-D ``a``.
 
         When ``a``'s rows lie a multiple of 2 KiB apart, the column-wise reads of a
-        plain transposing copy fall into a few cache sets and run ~5x slower;
+        plain transposing copy all fall into a few cache sets and evict each other;
         staging ``a`` in a buffer with an odd number of cache lines per row avoids it.
         """
         np = self.np
@@ -69,14 +69,14 @@ class NumpyOps(ThreadedKernels):
         return np.ascontiguousarray(a.T)
 
     def conv_batch_last(self, in_channels: int, out_channels: int, kernel: Pair, ow: int) -> bool:
-        """Batch innermost unless O*OW >= 4*C*kh*kw (measured on NumPy).
+        """Batch innermost unless O*OW >= 4*C*kh*kw (a rule fitted to timings on NumPy).
 
         Batch outermost, the window copies move short runs (OW elements, or OH*OW
         at row stride 1: :meth:`_im2col_rows`) and col2im adds runs of OW; batch
         innermost, runs of OW*N, but the output and its gradient (O*OH*OW*N
         elements) must be transposed to and from NCHW.  Batch outermost pays for
         e.g. LeNet's first conv (1 -> 8 channels, 5x5, 24 wide) but not its second
-        (8 -> 16, 5x5, 8 wide: 1.2x slower CNN steps).
+        (8 -> 16, 5x5, 8 wide), where it made the CNN steps slower.
         """
         return out_channels * ow < 4 * in_channels * kernel[0] * kernel[1]
 
@@ -124,9 +124,9 @@ class NumpyOps(ThreadedKernels):
         """Batch-outer windows of (padded) ``xt`` (C, N, H, W) at row stride 1, in two copies.
 
         A one-copy im2col moves runs of only OW elements (C*kh*kw*N*OH of them: 38,400
-        for LeNet's first conv, 190 us, mostly per-run cost).  Copying the kw column
-        shifts first, (C, kw, N, H, OW), makes every kernel row's windows one run of
-        OH*OW elements in the second copy: 110 us there, and the CNN step ~5% faster.
+        for LeNet's first conv), and its time is mostly the cost per run.  Copying the
+        kw column shifts first, (C, kw, N, H, OW), makes every kernel row's windows one
+        run of OH*OW elements in the second copy: far fewer, longer runs.
         """
         np = self.np
         (kh, kw), (c, n, h) = kernel, xt.shape[:3]
@@ -209,9 +209,9 @@ class NumpyOps(ThreadedKernels):
         A weight gradient multiplies two short, very wide matrices (LeNet's first conv:
         25 and 8 rows by 36,864 pixels).  OpenBLAS runs products of at most
         :data:`SMALL_GEMM` multiply-adds with its small-matrix kernels (no packing)
-        on the cores that have them (SkylakeX and later): slices under that size took
-        130 us instead of 300 us for that conv on this project's CPU; where OpenBLAS
-        has no such kernel (core type Haswell) the slices cost ~8% more.
+        on the cores that have them (SkylakeX and later), so slices under that size
+        skip the packing that one wide product pays for; where OpenBLAS has no such
+        kernels (core type Haswell) the slices are a little slower than one product.
         """
         k, m = cols.shape
         step = SMALL_GEMM // max(1, k * dy.shape[0])

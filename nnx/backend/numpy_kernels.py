@@ -67,7 +67,7 @@ class ThreadedKernels(Ops):
 
     def relu_backward(self, dy: Any, y: Any) -> Any:
         """``dy * (y > 0)`` with a 0/1 mask of dy's dtype (casting the bool mask inside the
-        multiply is ~15% slower on NumPy), chunked across the threads when large."""
+        multiply is slower on NumPy), chunked across the threads when large."""
         np = self.np
         if not self._split(dy.size):
             return super().relu_backward(dy, y)

@@ -3,8 +3,8 @@
 ``parallel_for(n, body, work)`` splits ``range(n)`` into one contiguous chunk per
 thread and runs ``body(lo, hi)`` on each, the calling thread taking the first
 chunk.  Work below :data:`MIN_PARALLEL` elements runs as a single ``body(0, n)``
-call: handing a chunk to another thread costs tens of microseconds, more than
-a small copy or ufunc takes.
+call: handing a chunk to another thread costs more than a small copy or ufunc
+takes.
 
 The splitting is opt-in: one thread unless :func:`set_num_threads` or the
 environment variable ``NNX_NUM_THREADS`` says otherwise (``blas_threads()`` is the
@@ -30,9 +30,8 @@ __all__ = [
     "worth_splitting",
 ]
 
-#: elements a kernel touches below which it stays on one thread.  Measured with
-#: np.maximum on float32, NumPy 2.4, 2 cores, quiet: a 2-way split takes 2.6x as long
-#: at 32 Ki elements, 1.15x at 128 Ki, 0.82x at 256 Ki, 0.56x at 1 Mi
+#: elements a kernel touches below which it stays on one thread: below it, a 2-way
+#: split of an elementwise ufunc takes longer than one call (docs/performance.md)
 MIN_PARALLEL = 1 << 18
 
 _lock = threading.Lock()
@@ -63,8 +62,8 @@ def _default_threads() -> int:
         if n < 1:
             raise ValueError(f"NNX_NUM_THREADS must be at least 1, got {n}")
         return n
-    # One thread unless asked: in paired runs on the 2-core development machine
-    # (BLAS on 2 threads, other jobs running) splitting made the CNN step ~15% slower.
+    # One thread unless asked: where BLAS already uses every core, splitting nnx's
+    # kernels too made the CNN steps slower (docs/performance.md, "Threads").
     return 1
 
 
