@@ -73,3 +73,30 @@ def test_readme_deploy_example_runs(tmp_path, monkeypatch, capsys):
     expected = nnx.to_numpy(scope["model"](nnx.asarray(scope["x"])))
     # the README's model: a 3x3 convolution, BatchNorm, a Linear of 2704 inputs
     assert_within(got, expected, forward_bound(expected, 9 + 2 + 2704), "onnxruntime")
+
+
+def _shape_of(text: str) -> list[str]:
+    """Printed lines with every number replaced: what must match whatever the BLAS."""
+    return [re.sub(r"-?\d[\d,]*\.?\d*(e-?\d+)?", "#", line) for line in text.strip().splitlines()]
+
+
+def test_readme_tour_runs_verbatim_and_prints_what_it_shows(tmp_path, monkeypatch, capsys):
+    from nnx.datasets import DatasetError
+
+    code = first_block(section("A tour"), "python")
+    shown = first_block(section("A tour").split("It prints", 1)[1], "text")
+    monkeypatch.chdir(tmp_path)
+    try:
+        exec(compile(code, "README.md (A tour)", "exec"), {})
+    except DatasetError as err:  # offline without Debian's dataset-fashion-mnist
+        pytest.skip(f"the tour needs Fashion-MNIST: {err}")
+    assert _shape_of(capsys.readouterr().out) == _shape_of(shown)
+
+
+def test_readme_device_snippet_runs_verbatim_on_this_machine(capsys):
+    code = first_block(section("Choosing a device"), "python")
+    exec(compile(code, "README.md (Choosing a device)", "exec"), {})
+    out = capsys.readouterr().out
+    assert "numpy" in out and "available" in out
+    if not any(b.name == "cupy" and b.available for b in nnx.backends()):
+        assert out.strip().endswith("<nnx backend numpy:cpu> <nnx backend numpy:cpu>")
