@@ -1,0 +1,78 @@
+"""Issue 20's GPU-check findings, each checked here without a GPU: through the CuPy
+stand-in (tests/fake_cupy.py), JAX's forced host devices, NumPy, or the scripts'
+own ``--plan`` (scripts/gpu_check.sh prints its steps and checks its budget)."""
+
+from __future__ import annotations
+
+import contextlib
+import types
+
+import array_api_strict as strict
+import numpy as np
+import pytest
+
+from nnx.distributed.buckets import DeviceBucket, divide_by_ranks_
+from nnx.distributed.nccl import NcclCommunicator
+
+
+# -- finding 6: NCCL's mean of integer buffers ------------------------------------------------
+@pytest.mark.parametrize("dtype", ["int32", "int64", "uint8"])
+def test_finding6_integer_mean_divides_toward_zero_as_ncclavg(dtype):
+    if dtype == "uint8":
+        buf, want = np.array([0, 7, 9, 255], dtype), [0, 3, 4, 127]
+    else:
+        buf, want = np.array([-7, -6, -1, 0, 1, 6, 7], dtype), [-3, -3, 0, 0, 0, 3, 3]
+    divide_by_ranks_(np, buf, 2)
+    assert buf.dtype == np.dtype(dtype)
+    assert buf.tolist() == want
+
+
+def test_finding6_float_mean_scales_by_the_reciprocal():
+    buf = np.array([3.0, -1.5], np.float32)
+    divide_by_ranks_(np, buf, 3)
+    assert buf.dtype == np.float32
+    np.testing.assert_array_equal(buf, np.array([3.0, -1.5], np.float32) * np.float32(1 / 3))
+
+
+def test_finding6_integer_mean_in_any_array_api_namespace():
+    buf = strict.asarray([-5, 5, 4], dtype=strict.int64)
+    divide_by_ranks_(strict, buf, 2)
+    assert buf.dtype == strict.int64
+    assert [int(v) for v in buf] == [-2, 2, 2]
+
+
+class _TwoRanks:
+    """A communicator whose device allreduce adds a second rank's copy of the buffer."""
+
+    size = 2
+
+    def allreduce_device_(self, buffer, count=True):
+        buffer *= 2
+
+
+def test_finding6_device_bucket_averages_integer_gradients():
+    like = np.zeros(3, np.int64)
+    bucket = DeviceBucket(_TwoRanks(), like, [(3,)], like.dtype)
+    (mean,) = bucket.average([np.array([-3, 4, 5], np.int64)], [like])
+    assert mean.dtype == np.int64 and mean.tolist() == [-3, 4, 5]
+
+
+class _GpuArray(np.ndarray):
+    """A NumPy array that answers ``with x.device:`` as a CuPy array does."""
+
+    @property
+    def device(self):
+        return contextlib.nullcontext()
+
+
+def test_finding6_nccl_allreduce_mean_of_an_integer_array():
+    comm = object.__new__(NcclCommunicator)  # no MPI, no NCCL: only the mean's own code
+    comm.size = 2
+    comm._cupy = types.SimpleNamespace(
+        ndarray=_GpuArray, ascontiguousarray=np.ascontiguousarray, where=np.where
+    )
+    comm.allreduce_device_ = _TwoRanks().allreduce_device_
+    x = np.array([-7, 3, 8], np.int32).view(_GpuArray)
+    out = comm.allreduce(x, "mean")
+    assert out.dtype == np.int32 and out.tolist() == [-7, 3, 8]
+    assert comm.allreduce(x, "sum").tolist() == [-14, 6, 16]
