@@ -8,11 +8,48 @@ import contextlib
 import types
 
 import array_api_strict as strict
+import fake_cupy
 import numpy as np
 import pytest
 
 from nnx.distributed.buckets import DeviceBucket, divide_by_ranks_
 from nnx.distributed.nccl import NcclCommunicator
+
+
+# -- finding 2: a full GPU is not a missing NVRTC, and is probed again ------------------------
+@pytest.mark.parametrize("where", ["allocate", "launch"])
+def test_finding2_out_of_memory_is_reported_as_such_and_not_cached(where):
+    module = fake_cupy.make_module()
+
+    class Full(fake_cupy.FakeCupyBackend):
+        @classmethod
+        def module(cls):
+            return module
+
+    module.out_of_memory = where
+    ok, why = Full.available("1")
+    assert not ok
+    assert "out of memory" in why and "NVRTC" not in why and "pip install" not in why
+    assert "XLA_PYTHON_CLIENT_PREALLOCATE=false" in why
+    module.out_of_memory = ""  # the other process let go of the memory
+    assert Full.available("1") == (True, "")
+    module.nvrtc_missing = True  # a success is kept: no second probe
+    assert Full.available("1") == (True, "")
+
+
+def test_finding2_a_missing_nvrtc_is_still_named_and_kept():
+    module = fake_cupy.make_module()
+    module.nvrtc_missing = True
+
+    class NoNvrtc(fake_cupy.FakeCupyBackend):
+        @classmethod
+        def module(cls):
+            return module
+
+    ok, why = NoNvrtc.available("0")
+    assert not ok and "NVRTC" in why
+    module.nvrtc_missing = False
+    assert NoNvrtc.available("0") == (False, why)  # a missing library does not come back
 
 
 # -- finding 6: NCCL's mean of integer buffers ------------------------------------------------
