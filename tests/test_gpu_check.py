@@ -5,15 +5,24 @@ own ``--plan`` (scripts/gpu_check.sh prints its steps and checks its budget)."""
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
 import types
+from pathlib import Path
 
 import array_api_strict as strict
 import fake_cupy
 import numpy as np
 import pytest
 
+from nnx.distributed import runtime
 from nnx.distributed.buckets import DeviceBucket, divide_by_ranks_
 from nnx.distributed.nccl import NcclCommunicator
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- finding 2: a full GPU is not a missing NVRTC, and is probed again ------------------------
@@ -50,6 +59,64 @@ def test_finding2_a_missing_nvrtc_is_still_named_and_kept():
     assert not ok and "NVRTC" in why
     module.nvrtc_missing = False
     assert NoNvrtc.available("0") == (False, why)  # a missing library does not come back
+
+
+# -- finding 4: mpiexec next to the interpreter (an unactivated venv), libmpi really loaded ----
+def _executable(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_finding4_find_mpiexec_prefers_the_interpreters_own(tmp_path, monkeypatch):
+    own = _executable(tmp_path / "venv" / "bin" / "mpiexec")
+    other = _executable(tmp_path / "elsewhere" / "mpiexec")
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "venv" / "bin" / "python"))
+    monkeypatch.setattr(sysconfig, "get_path", lambda name, *a, **k: str(tmp_path / "none"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert runtime.find_mpiexec() == str(own)  # not on PATH: found next to sys.executable
+    monkeypatch.setenv("PATH", str(other.parent))
+    assert runtime.find_mpiexec() == str(own)  # the one whose libmpi mpi4py loads comes first
+    own.unlink()
+    assert runtime.find_mpiexec() == str(other)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert runtime.find_mpiexec() is None
+
+
+def test_finding4_mpi_missing_loads_the_library_not_just_the_package(monkeypatch):
+    broken = types.SimpleNamespace(returncode=1, stderr="RuntimeError: cannot load MPI library\n")
+    monkeypatch.setattr(runtime.subprocess, "run", lambda *a, **k: broken)
+    pytest.importorskip("mpi4py")
+    why = runtime.mpi_missing()
+    assert "no MPI library" in why and "cannot load MPI library" in why and "mpich" in why
+
+
+def test_finding4_the_mpi_tests_and_benchmark_find_mpiexec_with_a_bare_path():
+    """An unactivated venv (the GPU image's python3): its bin folder is not on PATH."""
+    bare = "/usr/bin:/bin"
+    if shutil.which("mpiexec", path=bare):
+        pytest.skip("this machine has a system mpiexec: a bare PATH finds it anyway")
+    if runtime.mpi_missing():
+        pytest.skip(runtime.mpi_missing())
+    code = (
+        "import sys; sys.path[:0] = ['tests', 'benchmarks']\n"
+        "import test_distributed, ddp\n"
+        "print(repr(test_distributed.MPI_MISSING), repr(ddp.missing()))\n"
+        "print(test_distributed.MPIEXEC)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    env["PATH"] = bare
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
+        cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    missing, mpiexec = out.stdout.splitlines()[-2:]
+    assert missing == "'' ''"
+    assert Path(mpiexec).parent == Path(sys.executable).parent or Path(mpiexec).parent == Path(
+        sysconfig.get_path("scripts")
+    )
 
 
 # -- finding 6: NCCL's mean of integer buffers ------------------------------------------------
