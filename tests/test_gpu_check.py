@@ -25,6 +25,154 @@ from nnx.distributed.nccl import NcclCommunicator
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# -- the scripts: scripts/gpu_check.sh --plan prints what each step runs and its limit ---------
+def _script(*args: str, env: dict | None = None, script: str = "gpu_check.sh"):
+    full = dict(os.environ, PYTHON=sys.executable, **(env or {}))
+    return subprocess.run(
+        ["bash", str(ROOT / "scripts" / script), *args], capture_output=True, text=True,
+        timeout=120, env=full, cwd=ROOT,
+    )  # fmt: skip
+
+
+def _plan(*args: str, env: dict | None = None) -> str:
+    out = _script("--plan", *args, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def _steps(plan: str) -> dict[str, tuple[str, int, int]]:
+    """step name -> (device, limit, kill grace) from a plan."""
+    steps = {}
+    for line in plan.splitlines():
+        if line.startswith("step ") and ", limit " in line:
+            name, rest = line[5:].split(": device ", 1)
+            device, limits = rest.split(", limit ")
+            limit, grace = limits.removesuffix("s").split("s + ")
+            steps[name] = (device, int(limit), int(grace))
+    return steps
+
+
+def _commands(plan: str, step: str) -> list[str]:
+    lines = plan.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"step {step}:"))
+    commands = []
+    for line in lines[start + 1 :]:
+        if line.startswith("step "):
+            break
+        commands.append(line.strip())
+    return commands
+
+
+needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="no bash")
+
+
+@needs_bash
+def test_finding1_the_check_reads_fashion_mnist_from_the_carried_tree():
+    plan = _plan()
+    data = ROOT / ".data" / "fashion-mnist"
+    assert f"data: {data}" in plan.splitlines()
+    for step in ("mnist-mlp", "mnist-cnn"):
+        assert any(f"--data-dir {data} " in c for c in _commands(plan, step)), step
+    assert "/usr/share/datasets" not in plan
+    assert "data: /somewhere/else" in _plan("/somewhere/else").splitlines()  # still an argument
+
+
+def test_finding1_data_is_git_ignored():
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    for path in (".data/fashion-mnist/train-images-idx3-ubyte.gz", ".whl/x-1-py3-none-any.whl"):
+        out = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT)
+        assert out.returncode == 0, f"{path} is not git-ignored"
+
+
+@needs_bash
+def test_finding1_gpu_wheels_copies_and_checks_the_data(tmp_path):
+    source = Path("/usr/share/datasets/fashion-mnist")
+    if not (source / "t10k-labels-idx1-ubyte.gz").is_file():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed here")
+    dest = tmp_path / "carry" / "fashion-mnist"
+    out = _script("--data-only", env={"DATA_DIR": str(dest), "FASHION_MNIST_SRC": str(source)},
+                  script="gpu_wheels.sh")  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert sorted(p.name for p in dest.iterdir()) == sorted(
+        f"{b}.gz" for b in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                            "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    )  # fmt: skip
+    assert "fashion-mnist test: 10000 images, checked" in out.stdout
+
+
+@needs_bash
+def test_finding1_gpu_wheels_refuses_wrong_data_without_downloading(tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for b in ("train-images-idx3", "train-labels-idx1", "t10k-images-idx3", "t10k-labels-idx1"):
+        (bad / f"{b}-ubyte.gz").write_bytes(b"not the data set")
+    dest = tmp_path / "carry" / "fashion-mnist"
+    out = _script("--data-only", env={"DATA_DIR": str(dest), "FASHION_MNIST_SRC": str(bad)},
+                  script="gpu_wheels.sh")  # fmt: skip
+    assert out.returncode != 0
+    assert "download=False" in out.stderr and "SHA-256" in out.stderr
+
+
+@needs_bash
+def test_finding2_the_check_stops_jax_preallocating_for_every_step():
+    plan = _plan()
+    assert "XLA_PYTHON_CLIENT_PREALLOCATE: false" in plan.splitlines()
+    text = (ROOT / "scripts" / "gpu_check.sh").read_text()
+    assert "\nexport XLA_PYTHON_CLIENT_PREALLOCATE=false\n" in text  # for the whole check
+
+
+@needs_bash
+def test_finding4_the_check_puts_the_interpreters_bin_folder_on_path():
+    plan = _plan()
+    scripts = sysconfig.get_path("scripts")
+    assert f"PATH starts: {os.path.dirname(sys.executable)}:{scripts}" in plan.splitlines()
+    install = " ".join(_commands(plan, "install"))
+    assert "from\\ mpi4py\\ import\\ MPI" in install and "mpich==" in install
+    assert _commands(plan, "ddp")[-1].startswith("$ mpiexec -n 1 ")
+
+
+@needs_bash
+@pytest.mark.parametrize("mode", [(), ("--rehearse",)])
+def test_finding5_limits_and_kill_graces_fit_the_budget(mode):
+    plan = _plan(*mode)
+    steps = _steps(plan)
+    total = sum(limit + grace for _, limit, grace in steps.values())
+    budget_line = next(line for line in plan.splitlines() if line.startswith("budget: "))
+    planned, budget = budget_line.split(" = ")[1].split(" (")[0].split(" of ")
+    assert int(planned.removesuffix("s")) == total < int(budget.removesuffix("s"))
+    if not mode:
+        assert int(budget.removesuffix("s")) == 480  # the GPU run's 8 minutes
+        assert all(grace > 0 for _, _, grace in steps.values())
+    (pytest_line,) = _commands(plan, "tests")
+    assert "-m pytest" in pytest_line and " --dist loadscope " in pytest_line
+    assert " --durations=25 " in pytest_line
+
+
+@needs_bash
+def test_finding5_the_check_refuses_limits_over_its_budget():
+    out = _script("--plan", env={"GPU_CHECK_BUDGET": "300"})
+    assert out.returncode == 2
+    assert "do not fit the 300s budget" in out.stderr
+
+
+@needs_bash
+def test_the_rehearsal_runs_what_needs_no_cuda_and_names_the_rest():
+    plan = _plan("--rehearse")
+    steps = _steps(plan)
+    assert {"image", "carry", "install", "installed", "tests", "xor", "mnist-mlp", "mnist-cnn",
+            "ddp"} == set(steps)  # fmt: skip
+    for name in ("cupy-probe", "xor-torch", "bench-gpu", "ratios"):
+        assert f"step {name}: needs a GPU" in plan.splitlines()
+    assert all(steps[s][0] in ("cpu", "numpy") for s in ("xor", "mnist-mlp", "mnist-cnn", "ddp"))
+    gpu = _plan()  # PYTHON is this interpreter; the rehearsal's is its fresh venv's
+    venv_python = str(Path(os.environ.get("TMPDIR") or "/tmp") / "nnx-gpu-rehearse/venv/bin/python")
+    assert f"python: {venv_python}" in plan.splitlines()
+    same = [c.replace(sys.executable, "PY") for c in _commands(gpu, "install")]
+    assert [c.replace(venv_python, "PY") for c in _commands(plan, "install")] == same
+    assert any("--no-index --find-links" in c for c in same)
+
+
 # -- finding 2: a full GPU is not a missing NVRTC, and is probed again ------------------------
 @pytest.mark.parametrize("where", ["allocate", "launch"])
 def test_finding2_out_of_memory_is_reported_as_such_and_not_cached(where):
