@@ -358,7 +358,7 @@ set_path() {  # the interpreter's bin folder and pip's scripts folder (mpiexec i
     PATH="$bin:$scripts:$PATH"
     export PATH
     path_set=1
-    [ "$PLAN" = 1 ] && echo "PATH starts: $bin:$scripts"
+    [ "$PLAN" = 1 ] && echo "PATH starts: $(echo "$PATH" | cut -d: -f1-2)"
 }
 
 if [ "$PLAN" = 1 ]; then
