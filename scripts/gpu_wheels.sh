@@ -67,11 +67,20 @@ else
     echo "no Fashion-MNIST in $SRC: downloading it into $DATA_DIR"
 fi
 # nnx's own loader, on its cache folder only: the SHA-256 of each file, then the IDX contents
-NNX_DATA=$(cd "$(dirname "$DATA_DIR")" && pwd) PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" \
+# (nnx from this tree; array-api-compat, which importing nnx needs, from its carried wheel
+# when this Python lacks it: a pure-Python wheel imports as a zip)
+path=$PWD
+for w in "$WHEEL_DIR"/array_api_compat-*-py3-none-any.whl; do
+    [ -f "$w" ] && path="$path:$(cd "$(dirname "$w")" && pwd)/$(basename "$w")"
+done
+NNX_DATA=$(cd "$(dirname "$DATA_DIR")" && pwd) PYTHONPATH="$path${PYTHONPATH:+:$PYTHONPATH}" \
     "$PY" - "$download" <<'PYEOF'
 import sys
 
-from nnx.datasets.mnist import load_idx_dataset
+try:
+    from nnx.datasets.mnist import load_idx_dataset
+except ImportError as err:
+    sys.exit(f"checking the data needs nnx's requirements in this Python ({err}); set PYTHON")
 
 for split in ("train", "test"):
     x, y = load_idx_dataset("fashion-mnist", split, download=sys.argv[1] == "True", system_dirs=())
