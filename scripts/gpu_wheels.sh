@@ -36,9 +36,8 @@ if [ $data_only = 0 ]; then
     for tag in manylinux_2_28 manylinux_2_27 manylinux_2_17 manylinux2014 manylinux1; do
         PLATFORMS+=(--platform "${tag}_x86_64")
     done
-    fresh="$WHEEL_DIR.new"
-    rm -rf "$fresh"
-    mkdir -p "$fresh"
+    fresh=$(mktemp -d)   # outside the tree: a half-made folder is never carried
+    trap 'rm -rf "$fresh"' EXIT
     for version in $(printf '%s\n' 3.12 "$here" | sort -u); do
         for spec in "${WHEELS[@]}"; do
             "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version "$version" \
@@ -46,7 +45,8 @@ if [ $data_only = 0 ]; then
         done
     done
     rm -rf "$WHEEL_DIR"
-    mv "$fresh" "$WHEEL_DIR"
+    mkdir -p "$WHEEL_DIR"
+    mv "$fresh"/*.whl "$WHEEL_DIR"/
     du -sh "$WHEEL_DIR"
     ls -1 "$WHEEL_DIR"
 fi
