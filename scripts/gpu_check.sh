@@ -50,7 +50,7 @@ done
 DATA=$(realpath -m "${1:-$ROOT/.data/fashion-mnist}")
 GRACE=3
 BUDGET_GPU=${GPU_CHECK_BUDGET:-480}  # (GPU_CHECK_BUDGET: the tests try a smaller one)
-BUDGET_REHEARSE=${GPU_CHECK_BUDGET:-2400}
+BUDGET_REHEARSE=${GPU_CHECK_BUDGET:-3000}
 FILES="train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz"
 CARRY_LIMIT=$((64 * 1024 * 1024))
 # what the GPU image already has, from the package registries (the rehearsal's "image" step)
@@ -106,7 +106,7 @@ export NNX_DATA="$LOG/nnx-data"   # the benchmarks find Fashion-MNIST in nnx's c
 # (a limit of 0: not run; on the GPU run, for a rehearsal-only step; in the rehearsal, a step
 # that needs a GPU)
 STEPS="
-image         -           -                 0          300    do_image
+image         -           -                 0          600    do_image
 carry         -           -                 0          20     do_carry
 install       -           -                 25         30     do_install
 installed     -           -                 15         30     do_installed
@@ -115,7 +115,7 @@ tests         -           -                 200        1500   do_tests
 xor           cuda        cpu               10         15     do_xor
 xor-torch     torch:cuda  -                 12         0      do_xor
 mnist-mlp     cuda        cpu               25         60     do_mnist mlp 2
-mnist-cnn     cuda        cpu               30         240    do_mnist cnn 1
+mnist-cnn     cuda        cpu               30         400    do_mnist cnn 1
 ddp           cupy        numpy             20         30     do_ddp
 bench-gpu     -           -                 70         0      do_bench
 ratios        -           -                 5          0      do_ratios
@@ -436,6 +436,10 @@ for row in "${ROWS[@]}"; do
     if [ $rc -ne 0 ]; then
         failed=1
         tail -n 30 "$LOG/$name.log"
+        if [ "$name" = image ]; then
+            echo "the rehearsal's environment could not be made: no other step can run"
+            break
+        fi
     fi
 done
 
