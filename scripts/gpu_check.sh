@@ -50,7 +50,7 @@ done
 DATA=$(realpath -m "${1:-$ROOT/.data/fashion-mnist}")
 GRACE=3
 BUDGET_GPU=${GPU_CHECK_BUDGET:-480}  # (GPU_CHECK_BUDGET: the tests try a smaller one)
-BUDGET_REHEARSE=${GPU_CHECK_BUDGET:-3000}
+BUDGET_REHEARSE=${GPU_CHECK_BUDGET:-3600}
 FILES="train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz"
 CARRY_LIMIT=$((64 * 1024 * 1024))
 # what the GPU image already has, from the package registries (the rehearsal's "image" step)
@@ -111,7 +111,7 @@ carry         -           -                 0          20     do_carry
 install       -           -                 25         30     do_install
 installed     -           -                 15         30     do_installed
 cupy-probe    cuda        -                 15         0      do_cupy_probe
-tests         -           -                 200        1500   do_tests
+tests         -           -                 200        2100   do_tests
 xor           cuda        cpu               10         15     do_xor
 xor-torch     torch:cuda  -                 12         0      do_xor
 mnist-mlp     cuda        cpu               25         60     do_mnist mlp 2
