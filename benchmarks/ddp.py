@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -129,7 +128,9 @@ def _run(
         cmd += ["--quick"] if quick else []
         cmd += ["--per-rank-batch", str(per_rank)] if per_rank else []
         if ranks > 1:
-            cmd = [shutil.which("mpiexec") or "mpiexec", "-n", str(ranks), *cmd, "--distributed"]
+            from nnx.distributed.runtime import find_mpiexec
+
+            cmd = [find_mpiexec() or "mpiexec", "-n", str(ranks), *cmd, "--distributed"]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
         if proc.returncode != 0:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
@@ -139,13 +140,10 @@ def _run(
 
 def missing() -> str:
     """Why the ddp case cannot run here ("" when it can)."""
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        return "skipped: mpi4py is not installed (pip install 'nnx[mpi]')"
-    if shutil.which("mpiexec") is None:
-        return "skipped: no mpiexec on PATH (pip install 'nnx[mpi]')"
-    return ""
+    from nnx.distributed.runtime import mpi_missing
+
+    why = mpi_missing()
+    return f"skipped: {why}" if why else ""
 
 
 def measure(quick: bool, rounds: int, log) -> dict[str, Any]:

@@ -10,7 +10,10 @@ It copies the CuPy behaviours behind the device bugs of issue 13:
 - arrays that refuse implicit conversion to NumPy (``GpuArray``: DLPack only, and only
   with ``device="cpu"``), like CuPy arrays;
 - ``ElementwiseKernel`` compiled at call time, which fails like a missing NVRTC when
-  ``fake.nvrtc_missing`` is set.
+  ``fake.nvrtc_missing`` is set;
+- a full device: with ``fake.out_of_memory = "allocate"`` ``asarray`` raises
+  ``cuda.memory.OutOfMemoryError`` (CuPy's memory pool), with ``"launch"`` a kernel
+  raises CUDA's ``cudaErrorMemoryAllocation: out of memory``.
 
 Arrays are array-api-strict arrays on its fake devices (GPU 0 = ``CPU_DEVICE``, GPU 1 =
 ``device1``), which refuse to mix with arrays on another device, exactly like two GPUs.
@@ -134,10 +137,20 @@ class GpuArray:
         raise TypeError("Implicit conversion to a NumPy array is not allowed (as in CuPy)")
 
 
+class OutOfMemoryError(MemoryError):
+    """``cupy.cuda.memory.OutOfMemoryError``: the memory pool could not allocate."""
+
+    def __init__(self, size: int, total: int) -> None:
+        super().__init__(
+            f"Out of memory allocating {size:,} bytes (allocated so far: {total:,} bytes)."
+        )
+
+
 def make_module(device_count: int = 2) -> types.ModuleType:
     """A fresh fake ``cupy`` module."""
     cupy = types.ModuleType("fake_cupy")
     cupy.nvrtc_missing = False
+    cupy.out_of_memory = ""  # "allocate" or "launch": the device is full
     cupy.ndarray = Array
     cupy.float32 = strict.float32
     cupy.cuda = types.SimpleNamespace(
@@ -153,10 +166,13 @@ def make_module(device_count: int = 2) -> types.ModuleType:
                 "minor": 0,
             },  # fmt: skip
         ),
+        memory=types.SimpleNamespace(OutOfMemoryError=OutOfMemoryError),
     )
     cupy.__version__ = "14.0.0-fake"
 
     def asarray(obj: Any, dtype: Any = None) -> Any:
+        if cupy.out_of_memory == "allocate":
+            raise OutOfMemoryError(512, 0)
         return _asarray(obj, dtype=dtype)
 
     def asnumpy(x: Any) -> np.ndarray:
@@ -169,6 +185,8 @@ def make_module(device_count: int = 2) -> types.ModuleType:
             self.operation = operation
 
         def __call__(self, x: Any) -> Any:
+            if cupy.out_of_memory == "launch":
+                raise RuntimeError("cudaErrorMemoryAllocation: out of memory")
             if cupy.nvrtc_missing:
                 raise RuntimeError(
                     "CuPy failed to load libnvrtc.so.12: OSError: libnvrtc.so.12: "

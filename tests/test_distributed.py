@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from conftest import BACKENDS
 from helpers import host, training_bound, write_tiny_mnist
 
 import nnx
+from nnx.distributed.runtime import find_mpiexec, mpi_missing
 from nnx.testing import assert_within
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,23 +24,12 @@ WORKER = Path(__file__).resolve().parent / "mpi_worker.py"
 sys.path.insert(0, str(WORKER.parent))
 import mpi_worker as W  # noqa: E402
 
-MPIEXEC = shutil.which("mpiexec")
+# this interpreter's own mpiexec first: an unactivated venv's bin folder is not on PATH
+MPIEXEC = find_mpiexec()
+MPI_MISSING = mpi_missing()  # mpi4py, its MPI library (not just `import mpi4py`), mpiexec
 
 #: the terms of the worker model's sums: its fan-ins (6, 16) and the 16 samples of a batch
 TERMS = W.FEATURES + 16 + 2 * W.PER_RANK
-
-
-def _mpi_missing() -> str:
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        return "mpi4py is not installed (pip install 'nnx[mpi]')"
-    if MPIEXEC is None:
-        return "no mpiexec on PATH (pip install 'nnx[mpi]' brings MPICH's)"
-    return ""
-
-
-MPI_MISSING = _mpi_missing()
 needs_mpi = pytest.mark.skipif(bool(MPI_MISSING), reason=MPI_MISSING or "-")
 LAUNCH_TIMEOUT_S = 90  # a hung job fails the test instead of hanging the suite
 

@@ -46,9 +46,26 @@ def _toolkit_hint(cupy: Any, part: str) -> str:
     )
 
 
+def _out_of_memory(cupy: Any, err: BaseException) -> bool:
+    """Whether ``err`` says the device is out of memory (CuPy's pool or CUDA itself)."""
+    memory = getattr(getattr(cupy, "cuda", None), "memory", None)
+    oom = getattr(memory, "OutOfMemoryError", None)
+    if isinstance(oom, type) and isinstance(err, oom):
+        return True
+    text = str(err).lower()  # cudaErrorMemoryAllocation, CUDA_ERROR_OUT_OF_MEMORY, cuBLAS's
+    return any(
+        m in text for m in ("out of memory", "out_of_memory", "memoryallocation", "alloc_failed")
+    )
+
+
 def probe(cupy: Any, index: int) -> tuple[bool, str]:
     """Compile and run one tiny elementwise kernel (NVRTC) and one matmul (cuBLAS) on
-    device ``index``; (False, the missing library and its install command) on failure."""
+    device ``index``; (False, the missing library and its install command) on failure.
+
+    The answer is kept for the process, except an out-of-memory failure: that says the
+    device is full now (another process holds it), not that a library is missing, so it
+    is reported as such and the next call probes again.
+    """
     key = (id(cupy), index)
     if key in _probed:
         return _probed[key]
@@ -65,6 +82,12 @@ def probe(cupy: Any, index: int) -> tuple[bool, str]:
             if cupy.asnumpy(a @ a).tolist() != [[2.0, 2.0], [2.0, 2.0]]:
                 raise RuntimeError("the probe matmul computed a wrong product")
         except Exception as err:
+            if _out_of_memory(cupy, err):
+                return False, (
+                    f"CUDA device {index} is out of memory ({type(err).__name__}: {err}); "
+                    "another process may hold it (JAX takes most of a GPU unless "
+                    "XLA_PYTHON_CLIENT_PREALLOCATE=false). Not cached: the next call tries again"
+                )
             text = str(err).lower()
             part = next((lib for lib in ("nvrtc", "cublas", "curand") if lib in text), stage)
             names = {"nvrtc": "NVRTC (the CUDA runtime compiler)", "cublas": "cuBLAS"}

@@ -17,6 +17,29 @@ import numpy as np
 from nnx.backend import backend_of, to_numpy
 
 
+def _is_integer(xp: Any, dtype: Any) -> bool:
+    """Whether ``dtype`` is a (signed or unsigned) integer type, for NumPy, CuPy or any xp."""
+    kind = getattr(dtype, "kind", None)  # NumPy and CuPy dtypes
+    if isinstance(kind, str):
+        return kind in "iu"
+    return bool(xp.isdtype(dtype, "integral"))
+
+
+def divide_by_ranks_(xp: Any, buffer: Any, ranks: int) -> None:
+    """Turn a sum over ``ranks`` ranks into their mean, in place, keeping ``buffer``'s dtype.
+
+    Floats are multiplied by ``1 / ranks``. Integers are divided as NCCL's ``ncclAvg``
+    (what ``torch.distributed.all_reduce(op=ReduceOp.AVG)`` runs on NCCL) divides them:
+    the sum divided by the rank count in integer arithmetic, rounded toward zero
+    (``-7 / 2 -> -3``), which is also what MPI's host-staged mean gives (``astype`` of the
+    quotient). Scaling an integer buffer by a float in place is a casting error.
+    """
+    if _is_integer(xp, buffer.dtype):
+        buffer[...] = xp.where(buffer < 0, -((-buffer) // ranks), buffer // ranks)
+    else:
+        buffer *= 1.0 / ranks
+
+
 def _layout(shapes: list[tuple[int, ...]]) -> tuple[list[tuple[int, int, tuple[int, ...]]], int]:
     """(offset, size, shape) of each gradient in the flat buffer, and the total size."""
     slots, offset = [], 0
@@ -79,5 +102,5 @@ class DeviceBucket:
         for (offset, n, _), g in zip(self.slots, grads, strict=True):
             buf[offset : offset + n] = 0 if g is None else xp.reshape(g, (-1,))
         self.comm.allreduce_device_(buf)
-        buf *= 1.0 / self.comm.size
+        divide_by_ranks_(xp, buf, self.comm.size)
         return [xp.reshape(buf[offset : offset + n], shape) for offset, n, shape in self.slots]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from nnx.distributed.buckets import divide_by_ranks_
 from nnx.distributed.communicator import DistributedError, MPICommunicator
 
 _NCCL_TYPES = {
@@ -86,7 +87,7 @@ class NcclCommunicator(MPICommunicator):
             out = self._cupy.ascontiguousarray(x).copy()
             self.allreduce_device_(out, count=False)
             if op == "mean":
-                out *= 1.0 / self.size
+                divide_by_ranks_(self._cupy, out, self.size)  # integers: as ncclAvg does
         return out
 
     def broadcast(self, x: Any, root: int = 0) -> Any:

@@ -1,9 +1,13 @@
-"""init(): join the job, pick the device and the transport, abort everyone on an error."""
+"""init(): join the job, pick the device and the transport, abort everyone on an error;
+find_mpiexec() / mpi_missing(): whether (and with what) a job can be launched here."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
+import sysconfig
 import time
 import traceback
 from typing import Any
@@ -15,6 +19,49 @@ TRANSPORTS = ("auto", "mpi", "nccl")
 ABORT_GRACE_S = 0.5
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _communicator: MPICommunicator | None = None
+
+
+def find_mpiexec() -> str | None:
+    """The ``mpiexec`` to launch this interpreter's ranks with, or None.
+
+    First the one installed with this interpreter: next to ``sys.executable`` or in
+    pip's scripts folder, where the ``mpich`` wheel puts it (and mpi4py loads that wheel's
+    libmpi), which is on PATH only while its virtual environment is activated; then the
+    first on PATH.
+    """
+    folders = [os.path.dirname(sys.executable), sysconfig.get_path("scripts")]
+    for folder in dict.fromkeys(f for f in folders if f):
+        found = shutil.which("mpiexec", path=folder)
+        if found:
+            return found
+    return shutil.which("mpiexec")
+
+
+_LOAD_MPI = "import mpi4py; mpi4py.rc.initialize = False; from mpi4py import MPI"
+
+
+def mpi_missing() -> str:
+    """Why ``mpiexec -n N python script.py`` cannot run here ("" when it can).
+
+    ``import mpi4py`` works without an MPI library; ``from mpi4py import MPI`` loads it,
+    so that is tried, in a child process (this one neither loads nor initialises MPI).
+    """
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return "mpi4py is not installed (pip install 'nnx[mpi]')"
+    try:
+        load = subprocess.run(
+            [sys.executable, "-c", _LOAD_MPI], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"loading the MPI library failed: {err}"
+    if load.returncode != 0:
+        last = (load.stderr.strip().splitlines() or ["(no message)"])[-1]
+        return f"mpi4py finds no MPI library ({last}); pip install mpich (or 'nnx[mpi]')"
+    if find_mpiexec() is None:
+        return "no mpiexec next to this Python or on PATH (pip install 'nnx[mpi]' brings MPICH's)"
+    return ""
 
 
 def init(device: str | Backend | None = None, *, transport: str = "auto") -> MPICommunicator:

@@ -1,7 +1,12 @@
-"""nnx backend for JAX: specs "jax" (= "jax:cpu"), "jax:cpu", "jax:gpu", "jax:gpu:N".
+"""nnx backend for JAX: specs "jax" (= "jax:cpu"), "jax:cpu", "jax:cpu:N", "jax:gpu", "jax:gpu:N".
 
 JAX arrays are immutable: nnx updates by rebinding (``p.value -= u``). Starting the
-backend turns on ``jax_enable_x64`` (for float64 gradchecks); nnx names float32 everywhere.
+backend sets two of JAX's process-wide options (see :func:`config_for`):
+``jax_enable_x64`` (for float64 gradchecks; nnx names float32 everywhere), and, for a
+GPU (any device but the CPU), ``jax_default_matmul_precision="highest"``: JAX computes
+float32 matmuls and convolutions on a GPU in TF32 by default (errors near 1e-3), which
+nnx's comparisons with NumPy and PyTorch reject. Every array the backend and its
+generator create, the random key included, lives on the backend's device.
 """
 
 from __future__ import annotations
@@ -21,6 +26,14 @@ def _parse(device: str | None) -> tuple[str, int]:
 
 
 _NOT_INSTALLED = "JAX is not installed: pip install jax (or 'jax[cuda12]')"
+
+
+def config_for(kind: str) -> dict[str, Any]:
+    """The JAX options starting a backend on a ``kind`` ("cpu", "gpu", ...) device sets."""
+    options: dict[str, Any] = {"jax_enable_x64": True}
+    if kind != "cpu":  # TF32 (GPU) or bfloat16 passes (TPU) by default: ask for float32
+        options["jax_default_matmul_precision"] = "highest"
+    return options
 
 
 class JaxBackend(Backend):
@@ -55,9 +68,11 @@ class JaxBackend(Backend):
         ok, why = self.available(device)
         if not ok:
             raise BackendError(why)
-        jax.config.update("jax_enable_x64", True)
         kind, index = _parse(device)
+        for option, value in config_for(kind).items():
+            jax.config.update(option, value)
         self._jax, self.xp, self.device = jax, jnp, jax.devices(kind)[index]
+        self._kind, self._index = kind, index
         self.array_type = type(jnp.zeros(0, device=self.device))
         self.host_memory = self.device.platform == "cpu"
         super().__init__(device)
@@ -76,8 +91,7 @@ class JaxBackend(Backend):
 
     @property
     def spec(self) -> str:
-        index = self.device.id if self.device.platform != "cpu" else 0
-        return f"jax:{self.device.platform}" + (f":{index}" if index else "")
+        return f"jax:{self._kind}" + (f":{self._index}" if self._index else "")
 
 
 class JaxGenerator(Generator):
@@ -86,17 +100,25 @@ class JaxGenerator(Generator):
     def __init__(self, backend: JaxBackend, seed: int | None) -> None:
         self.backend, self._random = backend, backend._jax.random
         seed = int(np.random.SeedSequence(seed).generate_state(1)[0])  # None: fresh entropy
-        self.set_state(self._random.PRNGKey(seed).tolist())
+        jax = backend._jax
+        with self._on_device():  # made there, then committed there (as set_state's key is)
+            self.key = jax.device_put(self._random.PRNGKey(seed), backend.device)
+
+    def _on_device(self) -> Any:
+        """A block in which JAX creates arrays on the backend's device, not its default one."""
+        return self.backend._jax.default_device(self.backend.device)
 
     def _split(self) -> Any:
         self.key, sub = self._random.split(self.key)
         return sub
 
     def uniform(self, shape: tuple[int, ...], dtype: Any = None) -> Any:
-        return self._random.uniform(self._split(), shape, dtype=self.backend.dtype(dtype))
+        with self._on_device():
+            return self._random.uniform(self._split(), shape, dtype=self.backend.dtype(dtype))
 
     def normal(self, shape: tuple[int, ...], dtype: Any = None) -> Any:
-        return self._random.normal(self._split(), shape, dtype=self.backend.dtype(dtype))
+        with self._on_device():
+            return self._random.normal(self._split(), shape, dtype=self.backend.dtype(dtype))
 
     def get_state(self) -> list[int]:
         return self.key.tolist()  # two uint32 words
